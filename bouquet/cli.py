@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--datasets", default="", help="comma-separated subset")
     rep.add_argument("--methods", default="", help="comma-separated subset")
     rep.add_argument("--clients", default="", help="comma-separated subset, e.g. 3,5")
+    rep.add_argument("--run-config", default="", help="overrides for every run, e.g. \"local-epochs=5\"")
     rep.add_argument("--rebuild", action="store_true", help="only rebuild results.csv/table.md/plots from --out")
     bench = sub.add_parser("bench", help="plain PyTorch loop vs Flower simulation, same local training")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
         reproduce(ns.preset, quick=ns.quick, seeds=ns.seeds, out=ns.out, datasets=split(ns.datasets),
                   methods=split(ns.methods), clients=tuple(int(k) for k in split(ns.clients)),
-                  rebuild_only=ns.rebuild)
+                  overrides=_parse_overrides(ns.run_config), rebuild_only=ns.rebuild)
         return 0
     from bouquet.simulations.bench import main as bench_main  # noqa: PLC0415
 

@@ -57,6 +57,7 @@ class RunConfig:
     fedlog_tau: float = field(default=3.0, metadata=_range(0.0))
     fedlog_lr: float = field(default=0.001, metadata=_range(0.0, None, lo_open=True))
     fedlog_pretrain_epochs: int = field(default=100, metadata=_range(0))
+    fedlog_norm_weight: float = field(default=0.5, metadata=_range(0.0))  # weight of ‖S^H‖_F and ‖S^T‖_F
     # FED-PUB (Baek et al., ICML 2023); defaults follow the authors' Cora script
     fedpub_lr: float = field(default=0.01, metadata=_range(0.0, None, lo_open=True))
     fedpub_norm_scale: float = field(default=3.0, metadata=_range(0.0))

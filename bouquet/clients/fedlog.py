@@ -227,7 +227,7 @@ class FedLoGClient:
                 h = net.embedder(data.x, data.edge_index)
                 lh, lt = branch_log_probs(net, h[batch], head, tail)
                 loss = F.nll_loss(mixed_log_probs(lh, lt, alpha[batch]), data.y[batch])
-                loss = loss + 0.5 * syn_h.norm() + 0.5 * syn_t.norm()
+                loss = loss + run.fedlog_norm_weight * (syn_h.norm() + syn_t.norm())
                 if x_glob is not None:
                     with torch.no_grad():
                         gens.train(not paper)  # code: the random generator runs with dropout on

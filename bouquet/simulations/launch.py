@@ -56,6 +56,8 @@ def flwr_env(home: Path, port: int) -> dict[str, str]:
         config.write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local-in-memory:"\n')
     return {
         **os.environ,
+        # the flwr / flower-superlink of this interpreter, also when its venv is not activated
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "FLWR_HOME": str(home),
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
         "FLWR_LOCAL_CONTROL_API_PORT": str(port + 2),

@@ -57,6 +57,8 @@ PRESETS: dict[str, Preset] = {
         # baselines: SGD as elsewhere in Bouquet; FedLoG and FED-PUB: Adam 1e-3 as their authors
         method_config={"fedprox": {"proximal-mu": 0.01},
                        "fedlog-paper": {"method": "fedlog", "fedlog-faithful-to": "paper"},
+                       # ablation: without the synthetic-norm term, which pulls never-seen classes' nodes to 0
+                       "fedlog-nonorm": {"method": "fedlog", "fedlog-norm-weight": 0.0},
                        # the baselines again with FedLoG's optimizer (Adam 1e-3, wd 5e-4): a fairer match
                        **{f"{m}-adam": {"method": m, "optimizer": "adam", "learning-rate": 0.001, "weight-decay": 0.0005}
                           for m in ("fedavg", "fedprox", "local")}},
@@ -228,7 +230,8 @@ def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
 
 def reproduce(name: str, *, quick: bool = False, seeds: int | None = None, out: Path | None = None,
               datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
-              clients: tuple[int, ...] | None = None, rebuild_only: bool = False) -> Path:
+              clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
+              rebuild_only: bool = False) -> Path:
     preset = PRESETS[name]
     if quick:
         q = QUICK[name]
@@ -242,6 +245,8 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | None = None, out: 
         preset = replace(preset, methods=methods)
     if clients:
         preset = replace(preset, clients=clients)
+    if overrides:
+        preset = replace(preset, run_config={**preset.run_config, **overrides})
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
     results = rebuild(preset, out) if rebuild_only else run_sweep(preset, out)
     if rebuild_only:
