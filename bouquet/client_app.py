@@ -11,7 +11,7 @@ from flwr.clientapp import ClientApp
 from bouquet.clients.base import Arrays, ClientCall, ClientReply
 from bouquet.config import RunConfig
 from bouquet.federation import NUM_PARTITIONS
-from bouquet.metrics import PARTITION_ID
+from bouquet.metrics import PARTITION_ID, track_forgetting
 from bouquet.registry import get_method
 
 torch.set_num_threads(1)  # two Ray actors on two cores: no oversubscription
@@ -19,9 +19,10 @@ torch.set_num_threads(1)  # two Ray actors on two cores: no oversubscription
 app = ClientApp()
 
 
-def state_key(cid: int) -> str:
-    """Client state is keyed by logical client id, so one node may serve several clients."""
-    return f"bouquet/client-{cid}"
+def state_key(cid: int, part: str = "client") -> str:
+    """Client state is keyed by logical client id, so one node may serve several clients;
+    the method's own state and the shared forgetting memory are separate records."""
+    return f"bouquet/{part}-{cid}"
 
 
 def _to_numpy(record: ArrayRecord | None) -> Arrays:
@@ -54,7 +55,10 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
     reply: ClientReply = logic.train(call) if step == "train" else logic.evaluate(call)
     if reply.state:
         context.state[state_key(cid)] = _to_record(reply.state)
-    metrics = MetricRecord({**reply.metrics, PARTITION_ID: cid})
+    memory_key = state_key(cid, "forgetting")
+    scores, memory = track_forgetting(step, call.server_round, reply.metrics, _to_numpy(context.state.get(memory_key)))
+    context.state[memory_key] = _to_record(memory)
+    metrics = MetricRecord({**scores, PARTITION_ID: cid})
     content = RecordDict({"metrics": metrics})
     if step == "train":
         content["arrays"] = _to_record(reply.arrays)

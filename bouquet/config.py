@@ -35,8 +35,10 @@ class RunConfig:
     method: str = field(default="fedlog", metadata={"choices": "methods"})
     dataset: str = field(default="cora", metadata={"choices": DATASETS})
     partitioner: str = field(default="louvain", metadata={"choices": PARTITIONERS})
+    model: str = field(default="auto", metadata={"choices": ("auto", "fedavg-cnn")})
     dirichlet_alpha: float = field(default=0.5, metadata=_range(0.0, None, lo_open=True))
     classes_per_client: int = field(default=2, metadata=_range(1))
+    min_partition_size: int = field(default=2, metadata=_range(2))  # dirichlet: least samples per client
     num_server_rounds: int = field(default=20, metadata=_range(1))
     fraction_train: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
     fraction_evaluate: float = field(default=1.0, metadata=_range(0.0, 1.0))
@@ -45,6 +47,7 @@ class RunConfig:
     learning_rate: float = field(default=0.05, metadata=_range(0.0, None, lo_open=True))
     optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam")})
     weight_decay: float = field(default=0.0, metadata=_range(0.0))
+    lr_decay: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))  # lr × this per round
     proximal_mu: float = field(default=0.01, metadata=_range(0.0))
     seed: int = field(default=0, metadata=_range(0))
     output_dir: str = ""
@@ -64,6 +67,14 @@ class RunConfig:
     fedpub_l1: float = field(default=0.001, metadata=_range(0.0))
     fedpub_loc_l2: float = field(default=0.001, metadata=_range(0.0))
     fedpub_n_proxy: int = field(default=5, metadata=_range(1))
+    # FedKPer (arXiv 2605.00698): KL to the global model with beta = min(1 / CE_global, max-beta)
+    fedkper_tau: float = field(default=1.0, metadata=_range(0.0, None, lo_open=True))
+    fedkper_max_beta: float = field(default=10.0, metadata=_range(0.0))
+    # FedNTD (Lee et al., NeurIPS 2022): not-true distillation
+    fedntd_tau: float = field(default=3.0, metadata=_range(0.0, None, lo_open=True))
+    fedntd_beta: float = field(default=1.0, metadata=_range(0.0))
+    # Ditto (Li et al., ICML 2021): personal model pulled toward the global one
+    ditto_lambda: float = field(default=0.1, metadata=_range(0.0))
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
@@ -147,5 +158,6 @@ def data_spec(cfg: RunConfig, num_partitions: int):
         seed=cfg.seed,
         data_dir=cfg.data_dir,
         unseen_fraction=cfg.graph_unseen_fraction,
+        min_partition_size=cfg.min_partition_size,
         missing_classes=cfg.graph_missing_classes,
     )

@@ -8,21 +8,37 @@ server holds), ``local_model`` (a client's model after its own training). Data:
 ``global_test`` (the dataset's official test split, scored on the server),
 ``new_client`` (the Louvain held-out subgraph). ``num-examples@<data>`` counts the nodes or
 samples behind a score, so aggregates are micro-averages over clients.
+
+Forgetting and retention (FedKPer, after FedNTD), for every method without per-method code:
+``<stat>:<model>@<data>`` with stat ``balanced`` (class-balanced accuracy), ``nfr`` (negative
+flip rate: right before, wrong now) and ``pfr`` (positive flips); ``nfr:global_model@global_test``
+compares consecutive global models (server), ``nfr:local_model@local_test`` a client's new
+local model with the one it produced the last time it took part (client state), and ``bwt``
+is backward transfer: the global model's accuracy on a client's local test now minus right
+after the client last took part (a plain mean over previously sampled clients).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 GLOBAL_GLOBAL = "global_model@global_test"
 GLOBAL_NEW_CLIENT = "global_model@new_client"
 LOCAL_TEST, LOCAL_VAL, UNSEEN_NODE, MISSING_CLASS, NEW_CLIENT = (
     "local_test", "local_val", "unseen_node", "missing_class", "new_client")
 TRAIN_LOSS = "train_loss"
+BALANCED, NFR, PFR = "balanced", "nfr", "pfr"
+BWT = "bwt"
+CORRECT = "correct@local_test"  # per-sample correctness (an array): client-side only, never sent
+GLOBAL_NFR = f"{NFR}:{GLOBAL_GLOBAL}"
+LOCAL_NFR = f"{NFR}:local_model@{LOCAL_TEST}"
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key; the client's train (or test) size
 PARTITION_ID = "partition-id"
 
 NOT_AVERAGED = frozenset({NUM_EXAMPLES, PARTITION_ID})
+UNWEIGHTED = frozenset({BWT})  # averaged over clients, not over their samples
 
 
 def name(model: str, data: str) -> str:
@@ -37,7 +53,64 @@ def is_accuracy(key: str) -> bool:
     return "@" in key and not key.startswith(NUM_EXAMPLES)
 
 
+def stat(kind: str, key: str) -> str:
+    """E.g. ``stat(NFR, "local_model@local_test")`` -> ``"nfr:local_model@local_test"``."""
+    return f"{kind}:{key}"
+
+
+def flip_rates(before: np.ndarray, now: np.ndarray) -> tuple[float, float]:
+    """(negative, positive) flip rates between two correctness vectors of the same samples."""
+    before, now = np.asarray(before, dtype=bool), np.asarray(now, dtype=bool)
+    if before.shape != now.shape:
+        raise ValueError(f"flip rates need vectors of one shape, got {before.shape} and {now.shape}")
+    if before.size == 0:
+        return float("nan"), float("nan")
+    return float(np.mean(before & ~now)), float(np.mean(~before & now))
+
+
+def balanced_accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    """Mean over the classes present in ``y`` of their recall."""
+    pred, y = np.asarray(pred), np.asarray(y)
+    classes = np.unique(y)
+    if classes.size == 0:
+        return float("nan")
+    return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+
+
+def track_forgetting(step: str, server_round: int, metrics: dict, memory: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """A client's forgetting bookkeeping across rounds, the same for every method.
+
+    ``train``: pops the local model's correctness vector (``CORRECT``) and, when the client
+    took part before, adds its local flip rates against the model it produced then.
+    ``evaluate``: the global model's ``global_model@local_test`` right after a round the
+    client trained in becomes its reference; in later rounds it reports ``bwt`` against it.
+    Returns (metrics to send, memory to keep); nothing per-sample leaves the client.
+    """
+    metrics, memory = dict(metrics), dict(memory)
+    correct = metrics.pop(CORRECT, None)
+    if step == "train":
+        memory["trained_round"] = np.array([server_round])
+        if correct is not None:
+            before = memory.get("correct")
+            if before is not None and before.shape == np.shape(correct):
+                nfr, pfr = flip_rates(before, correct)
+                metrics[LOCAL_NFR], metrics[stat(PFR, name("local_model", LOCAL_TEST))] = nfr, pfr
+            memory["correct"] = np.asarray(correct, dtype=bool)
+        return metrics, memory
+    acc = metrics.get(name("global_model", LOCAL_TEST))
+    if acc is None or acc != acc:
+        return metrics, memory
+    trained = memory.get("trained_round")
+    if trained is not None and int(trained[0]) == server_round:
+        memory["bwt_reference"] = np.array([acc])
+    elif "bwt_reference" in memory:
+        metrics[BWT] = float(acc - memory["bwt_reference"][0])
+    return metrics, memory
+
+
 def _weight(row: Mapping[str, float], key: str, weight_key: str) -> float:
+    if key in UNWEIGHTED:
+        return 1.0
     if is_accuracy(key):
         per_data = row.get(count_key(key.split("@", 1)[1]))
         if per_data is not None:

@@ -11,7 +11,10 @@ from torch import nn
 from bouquet.clients.base import ClientLogic
 from bouquet.clients.fedlog import FedLoGClient, FedLoGNet
 from bouquet.clients.fedpub import FedPubClient, MaskedGCN
+from bouquet.clients.ditto import DittoClient
 from bouquet.clients.fedavg import FedAvgClient
+from bouquet.clients.fedkper import FedKPerClient
+from bouquet.clients.fedntd import FedNTDClient
 from bouquet.clients.fedprox import FedProxClient
 from bouquet.clients.local import LocalClient
 from bouquet.config import RunConfig
@@ -21,6 +24,7 @@ from bouquet.strategies.base import BouquetStrategy
 from bouquet.strategies.fedlog import FedLoGStrategy
 from bouquet.strategies.fedpub import FedPubStrategy
 from bouquet.strategies.fedavg import FedAvgStrategy
+from bouquet.strategies.fedkper import FedKPerStrategy
 from bouquet.strategies.fedprox import FedProxStrategy
 from bouquet.strategies.local import LocalStrategy
 
@@ -30,7 +34,7 @@ class Method:
     strategy: type[BouquetStrategy]
     client: type[ClientLogic]
     summary: str
-    model: Callable[[RunConfig, object], nn.Module] = lambda cfg, data: build_model(data)
+    model: Callable[[RunConfig, object], nn.Module] = lambda cfg, data: build_model(data, cfg.model)
     datasets: tuple[str, ...] = DATASETS  # the datasets the method can run on
 
 
@@ -38,6 +42,10 @@ METHODS: dict[str, Method] = {
     "fedavg": Method(FedAvgStrategy, FedAvgClient, "FedAvg (McMahan et al., 2017)"),
     "fedprox": Method(FedProxStrategy, FedProxClient, "FedProx (Li et al., 2020), mu = proximal-mu"),
     "local": Method(LocalStrategy, LocalClient, "local training only, no aggregation"),
+    "fedkper": Method(FedKPerStrategy, FedKPerClient, "FedKPer (arXiv 2605.00698)"),
+    # server side is plain FedAvg for these two: the method lives in the client
+    "fedntd": Method(FedAvgStrategy, FedNTDClient, "FedNTD (Lee et al., NeurIPS 2022), not-true distillation"),
+    "ditto": Method(FedAvgStrategy, DittoClient, "Ditto (Li et al., ICML 2021), personal model, lambda = ditto-lambda"),
     "fedlog": Method(
         FedLoGStrategy, FedLoGClient, "FedLoG (Kim et al., ICLR 2025)",
         model=lambda cfg, data: FedLoGNet(data.x.shape[1], data.num_classes, cfg.fedlog_faithful_to == "paper"),

@@ -44,6 +44,8 @@ class RunRecorder:
             if name == PARTITION_ID:
                 continue
             value = float(metrics[name])
+            if value != value:  # NaN: not defined this round (e.g. a first participation)
+                continue
             self._csv.writerow((server_round, "" if pid is None else pid, name, repr(value)))
         self._file.flush()
 

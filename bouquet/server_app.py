@@ -9,6 +9,7 @@ from logging import INFO
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -17,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from bouquet import metrics as M
 from bouquet.clients.base import arrays_to_model
-from bouquet.clients.training import evaluate_arrays, evaluate_model
+from bouquet.clients.training import evaluate_model, predict_arrays
 from bouquet.config import RunConfig, data_spec
 from bouquet.datasets import GRAPH_DATASETS, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
 from bouquet.federation import ClientDirectory, discover_clients
@@ -51,6 +52,7 @@ class ServerEvaluator:
         self.cfg, self.recorder, self.scores_global, self.make_model = cfg, recorder, scores_global, make_model
         self.test = global_test(spec)
         self.new_client = new_client_graph(spec)
+        self.previous: np.ndarray | None = None  # the last global model's correctness on the test set
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         seconds = self.recorder.round_finished(server_round) if server_round > 0 else 0.0
@@ -58,7 +60,13 @@ class ServerEvaluator:
         if self.scores_global:
             model = arrays_to_model(self.make_model(), {k: v.numpy() for k, v in arrays.items()})
             if self.test is not None:
-                scores[M.GLOBAL_GLOBAL] = evaluate_arrays(model, *self.test).accuracy
+                x, y = self.test
+                correct = (predict_arrays(model, x).argmax(1).numpy() == y)
+                scores[M.GLOBAL_GLOBAL] = float(correct.mean())
+                if self.previous is not None:  # global forgetting between consecutive rounds
+                    nfr, pfr = M.flip_rates(self.previous, correct)
+                    scores[M.GLOBAL_NFR], scores[M.stat(M.PFR, M.GLOBAL_GLOBAL)] = nfr, pfr
+                self.previous = correct
             if self.new_client is not None:
                 scores[M.GLOBAL_NEW_CLIENT] = evaluate_model(model, self.new_client).accuracy
         if scores:

@@ -1,8 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 
-from bouquet.metrics import weighted_mean
+from bouquet.metrics import balanced_accuracy, flip_rates, track_forgetting, weighted_mean
 
 
 def test_weighted_mean_leaves_out_ids_and_nan():
@@ -21,3 +22,47 @@ def test_accuracies_are_micro_averaged_by_their_own_counts():
     assert out["local_model@unseen_node"] == pytest.approx(0.25)  # (1*1 + 3*0) / 4
     assert out["train_loss"] == pytest.approx((100 + 2) / 101)
     assert "num-examples@unseen_node" not in out
+
+
+# --- forgetting and retention (issue 4) -------------------------------------------------
+
+
+def test_flip_rates_on_constructed_vectors():
+    before = np.array([1, 1, 0, 0, 1, 0, 1, 1], dtype=bool)
+    now = np.array([1, 0, 1, 0, 0, 0, 1, 1], dtype=bool)
+    nfr, pfr = flip_rates(before, now)  # right->wrong at 1 and 4; wrong->right at 2
+    assert nfr == pytest.approx(2 / 8) and pfr == pytest.approx(1 / 8)
+    assert flip_rates(now, now) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="one shape"):
+        flip_rates(before, now[:3])
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_present_classes():
+    y = np.array([0, 0, 0, 0, 1, 2, 2])
+    pred = np.array([0, 0, 0, 1, 1, 0, 2])  # recalls 3/4, 1, 1/2
+    assert balanced_accuracy(pred, y) == pytest.approx((0.75 + 1 + 0.5) / 3)
+
+
+def test_track_forgetting_local_flips_and_backward_transfer():
+    mem: dict = {}
+    # round 1: trains (first time: no flip rates), then the new global model scores 0.6 on its test
+    m, mem = track_forgetting("train", 1, {"correct@local_test": np.array([1, 1, 0, 0], bool), "acc": 1.0}, mem)
+    assert "correct@local_test" not in m and "nfr:local_model@local_test" not in m
+    m, mem = track_forgetting("evaluate", 1, {"global_model@local_test": 0.6}, mem)
+    assert "bwt" not in m
+    # round 2: not sampled; the global model now scores 0.45 on its test -> bwt = -0.15
+    m, _ = track_forgetting("evaluate", 2, {"global_model@local_test": 0.45}, mem)
+    assert m["bwt"] == pytest.approx(-0.15)
+    # round 3: sampled again; compared with the local model of round 1
+    m, mem = track_forgetting("train", 3, {"correct@local_test": np.array([0, 1, 1, 0], bool)}, mem)
+    assert m["nfr:local_model@local_test"] == pytest.approx(1 / 4)
+    assert m["pfr:local_model@local_test"] == pytest.approx(1 / 4)
+    m, mem = track_forgetting("evaluate", 3, {"global_model@local_test": 0.7}, mem)
+    assert "bwt" not in m  # it just took part: 0.7 is its new reference
+    m, _ = track_forgetting("evaluate", 4, {"global_model@local_test": 0.9}, mem)
+    assert m["bwt"] == pytest.approx(0.2)
+
+
+def test_bwt_is_a_plain_mean_over_clients():
+    rows = [{"num-examples": 100, "bwt": -0.2}, {"num-examples": 1, "bwt": 0.4}]
+    assert weighted_mean(rows)["bwt"] == pytest.approx(0.1)

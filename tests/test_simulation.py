@@ -62,3 +62,29 @@ def test_fedlog_learns_in_a_tiny_simulation(tmp_path):
     assert {"local_model@missing_class", "local_model@new_client", "global_model@local_test"} <= set(final)
     rows = _rows(summary["run_dir"])
     assert any(r["metric"] == "fedlog_gamma_mean" for r in rows)
+
+
+def test_forgetting_metrics_survive_rounds_in_a_real_simulation(tmp_path):
+    """FedKPer on the 4 hospitals, 2 sampled per round: local flip rates appear exactly when a
+    client trains for the second time or later (its previous predictions lived in
+    Context.state), backward transfer only for clients that trained before and not now,
+    and the global flip rate every round."""
+    summary = simulate(tmp_path, 4, method="fedkper", dataset="heart-disease", partitioner="natural",
+                       **{"num-server-rounds": 5, "fraction-train": 0.5, "learning-rate": 0.01, "batch-size": 16,
+                          "lr-decay": 0.99})
+    rows = _rows(summary["run_dir"])
+    trained = {k: {r["partition_id"] for r in rows if r["round"] == str(k) and r["metric"] == "train_loss" and r["partition_id"]}
+               for k in range(1, 6)}
+    assert all(len(t) == 2 for t in trained.values())
+    for k in range(1, 6):
+        returning = {p for p in trained[k] if any(p in trained[j] for j in range(1, k))}
+        with_nfr = {r["partition_id"] for r in rows if r["round"] == str(k) and r["metric"] == "nfr:local_model@local_test"
+                    and r["partition_id"]}
+        assert with_nfr == returning
+        seen_before = set().union(*(trained[j] for j in range(1, k))) if k > 1 else set()
+        with_bwt = {r["partition_id"] for r in rows if r["round"] == str(k) and r["metric"] == "bwt" and r["partition_id"]}
+        assert with_bwt == seen_before - trained[k]
+    assert any(trained[k] & set().union(*(trained[j] for j in range(1, k))) for k in range(2, 6))  # the check ran
+    global_nfr = {r["round"] for r in rows if r["metric"] == "nfr:global_model@global_test" and r["partition_id"] == ""}
+    assert global_nfr == {str(k) for k in range(1, 6)}
+    assert summary["final"]["global_model@global_test"] > 0.6  # 2 classes, majority ~0.55

@@ -57,7 +57,7 @@ class ClientCall:
         return float(self.config.get("lr", self.run.learning_rate))
 
     def new_model(self) -> nn.Module:
-        return build_model(load_dataset(self.run.dataset, data_root(self.run.data_dir)))
+        return build_model(load_dataset(self.run.dataset, data_root(self.run.data_dir)), self.run.model)
 
 
 @dataclass(frozen=True)

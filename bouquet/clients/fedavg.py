@@ -7,6 +7,7 @@ from torch import nn
 from bouquet import metrics as M
 from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model, model_to_arrays
 from bouquet.clients.training import (
+    BatchLoss,
     ExtraLoss,
     module_predictor,
     num_train_examples,
@@ -23,22 +24,32 @@ class FedAvgClient:
         """A term added to the loss; ``model`` is still at its starting point when this is called."""
         return None
 
+    def batch_loss(self, call: ClientCall, model: nn.Module) -> BatchLoss | None:
+        """Replaces cross-entropy per batch (e.g. distillation); None keeps cross-entropy."""
+        return None
+
     def start_model(self, call: ClientCall) -> nn.Module:
         return arrays_to_model(call.new_model(), call.arrays)
 
-    def train(self, call: ClientCall) -> ClientReply:
-        model = self.start_model(call)
-        loss = train_local(
+    def fit(self, call: ClientCall, model: nn.Module, *, extra_loss: ExtraLoss | None = None,
+            batch_loss: BatchLoss | None = None) -> float:
+        """The shared local loop with this run's settings; returns the mean batch loss."""
+        return train_local(
             model,
             call.data,
             epochs=call.run.local_epochs,
             batch_size=call.run.batch_size,
             lr=call.learning_rate,
             seed=derive_seed(call.run.seed, call.server_round, call.cid),
-            extra_loss=self.extra_loss(call, model),
+            extra_loss=extra_loss,
             optimizer=call.run.optimizer,
             weight_decay=call.run.weight_decay,
+            batch_loss=batch_loss,
         )
+
+    def train(self, call: ClientCall) -> ClientReply:
+        model = self.start_model(call)
+        loss = self.fit(call, model, extra_loss=self.extra_loss(call, model), batch_loss=self.batch_loss(call, model))
         metrics = {
             M.NUM_EXAMPLES: num_train_examples(call.data),
             M.TRAIN_LOSS: loss,

@@ -18,6 +18,9 @@ from bouquet import metrics as M
 from bouquet.datasets import ArrayClientData, GraphClientData
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
+# (logits, labels, forward) -> loss; ``forward(other)`` gives another module's logits on the
+# same batch (e.g. the frozen global model for distillation).
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, Callable[[nn.Module], torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ def train_local(
     extra_loss: ExtraLoss | None = None,
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
+    batch_loss: BatchLoss | None = None,
 ) -> float:
     """SGD (momentum 0.9) or Adam over the client's training split; returns the mean batch loss.
     The optimizer is fresh every call (no state crosses rounds), as in most FL baselines."""
@@ -65,10 +69,14 @@ def train_local(
         order = targets[torch.randperm(len(targets), generator=gen)]
         for batch in order.split(batch_size):
             if isinstance(data, GraphClientData):
-                logits = model(data.x, data.edge_index)[batch]
+                forward = lambda m, b=batch: m(data.x, data.edge_index)[b]  # noqa: E731
             else:
-                logits = model(x_all[batch])
-            loss = F.cross_entropy(logits, y_all[batch])
+                forward = lambda m, xb=x_all[batch]: m(xb)  # noqa: E731
+            logits = forward(model)
+            if batch_loss is None:
+                loss = F.cross_entropy(logits, y_all[batch])
+            else:
+                loss = batch_loss(logits, y_all[batch], forward)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             opt.zero_grad()
@@ -96,18 +104,24 @@ def setting_scores(
     data: ArrayClientData | GraphClientData,
     model_name: str,
     new_client: GraphClientData | None = None,
-) -> dict[str, float]:
-    """Accuracy of one model in every evaluation setting the data has, with counts.
+) -> dict[str, float | np.ndarray]:
+    """Accuracy of one model in every evaluation setting the data has, with counts; on
+    ``local_test`` also the class-balanced accuracy and (local model) the correctness vector.
 
     Graphs: ``local_test``/``local_val`` on the training graph, ``unseen_node`` and
     ``missing_class`` on the grown graph, ``new_client`` on the held-out subgraph.
     """
-    out: dict[str, float] = {}
+    out: dict[str, float | np.ndarray] = {}
 
     def put(setting: str, scores: torch.Tensor, y: torch.Tensor) -> None:
         if len(y):
-            out[M.name(model_name, setting)] = float((scores.argmax(1) == y).float().mean())
+            pred = scores.argmax(1)
+            out[M.name(model_name, setting)] = float((pred == y).float().mean())
             out[M.count_key(setting)] = int(len(y))
+            if setting == M.LOCAL_TEST:  # forgetting metrics (bouquet.metrics.track_forgetting)
+                out[M.stat(M.BALANCED, M.name(model_name, setting))] = M.balanced_accuracy(pred.numpy(), y.numpy())
+                if model_name == "local_model":
+                    out[M.CORRECT] = (pred == y).numpy()
 
     if isinstance(data, ArrayClientData):
         xt = torch.from_numpy(data.x_test)
@@ -132,14 +146,18 @@ def module_predictor(model: nn.Module) -> Predictor:
 
 
 @torch.no_grad()
+def predict_arrays(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on any array input, in batches (e.g. the global test set)."""
+    model.eval()
+    xt = torch.from_numpy(x)
+    return torch.cat([model(xt[i : i + batch_size]) for i in range(0, len(xt), batch_size)])
+
+
 def evaluate_arrays(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> EvalResult:
     """Batched evaluation on any (x, y) arrays, e.g. the global test set on the server."""
-    model.eval()
     if len(y) == 0:
         return EvalResult(float("nan"), float("nan"), 0)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    logits = torch.cat([model(xt[i : i + batch_size]) for i in range(0, len(yt), batch_size)])
-    return _score(logits, yt)
+    return _score(predict_arrays(model, x, batch_size), torch.from_numpy(y))
 
 
 def _score(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:

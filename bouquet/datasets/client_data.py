@@ -37,6 +37,7 @@ class DataSpec:
     data_dir: str = ""
     unseen_fraction: float = 0.2  # graphs: share of a client's other nodes that arrive later
     missing_classes: int = 1  # graphs: classes per client whose nodes all arrive later
+    min_partition_size: int = 2  # dirichlet: least samples per client (flwr-datasets retries)
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,12 +147,18 @@ def new_client_graph(spec: DataSpec) -> GraphClientData | None:
 
 
 def global_test(spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
-    """The dataset's official (or fixed) test split, for server-side evaluation."""
+    """The dataset's official (or fixed) test split, for server-side evaluation. Without one
+    (heart-disease, tinyshakespeare) it is the union of every client's local test split, so
+    the global model is still scored on data no client trained on. Graphs: None (they use
+    the held-out subgraph)."""
     check_spec(spec)
     data = _dataset(spec)
-    if isinstance(data, ArrayDataset) and data.x_test is not None and data.y_test is not None:
+    if not isinstance(data, ArrayDataset):
+        return None
+    if data.x_test is not None and data.y_test is not None:
         return data.x_test, data.y_test
-    return None
+    parts = [client_data(spec, pid) for pid in range(spec.num_partitions)]
+    return np.concatenate([p.x_test for p in parts]), np.concatenate([p.y_test for p in parts])
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,6 +173,7 @@ def _partitions(spec: DataSpec, root: str) -> tuple[np.ndarray, ...]:
         parts = partition_labels(
             labels, spec.partitioner, spec.num_partitions, alpha=spec.alpha,
             classes_per_client=spec.classes_per_client, seed=spec.seed, groups=groups,
+            min_size=spec.min_partition_size,
         )
     for i, part in enumerate(parts):
         if len(part) == 0:

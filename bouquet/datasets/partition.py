@@ -18,6 +18,7 @@ _LABEL_PARTITIONERS = ("iid", "dirichlet", "pathological")
 # flwr-datasets retries Dirichlet sampling until every partition has this many rows;
 # 2 is the least that still allows a local train/test split.
 MIN_DIRICHLET_PARTITION = 2
+DIRICHLET_ATTEMPTS = 1000  # × flwr-datasets' own 10 draws each
 
 
 def valid_partitioners(dataset_name: str) -> tuple[str, ...]:
@@ -53,6 +54,7 @@ def partition_labels(
     classes_per_client: int,
     seed: int,
     groups: np.ndarray | None = None,
+    min_size: int = MIN_DIRICHLET_PARTITION,
 ) -> list[np.ndarray]:
     """Disjoint, sorted int64 index arrays, one per partition.
 
@@ -75,7 +77,7 @@ def partition_labels(
         raise ValueError(
             f"num-supernodes={num_partitions} exceeds the {len(labels)} samples to split"
         )
-    return _flwr_partition(labels, partitioner, num_partitions, alpha, classes_per_client, seed)
+    return _flwr_partition(labels, partitioner, num_partitions, alpha, classes_per_client, seed, min_size)
 
 
 def _natural(groups: np.ndarray | None, num_partitions: int) -> list[np.ndarray]:
@@ -101,6 +103,7 @@ def _flwr_partition(
     alpha: float,
     classes_per_client: int,
     seed: int,
+    min_size: int = MIN_DIRICHLET_PARTITION,
 ) -> list[np.ndarray]:
     """Run a flwr-datasets partitioner on a tiny (label, idx) table and read back idx.
 
@@ -116,46 +119,57 @@ def _flwr_partition(
         PathologicalPartitioner,
     )
 
+    if partitioner == "dirichlet" and not alpha > 0:
+        raise ValueError(f"dirichlet-alpha must be > 0, got {alpha}")
     perm = np.random.default_rng(seed).permutation(len(labels))
     table = datasets.Dataset.from_dict({"label": labels[perm], "idx": perm})
-    if partitioner == "iid":
-        part = IidPartitioner(num_partitions=num_partitions)
-    elif partitioner == "dirichlet":
-        if not alpha > 0:
-            raise ValueError(f"dirichlet-alpha must be > 0, got {alpha}")
-        part = DirichletPartitioner(
-            num_partitions=num_partitions,
-            partition_by="label",
-            alpha=float(alpha),
-            min_partition_size=MIN_DIRICHLET_PARTITION,
-            self_balancing=False,
-            seed=seed,
-        )
-    else:
-        part = PathologicalPartitioner(
+
+    def make(attempt_seed: int):
+        if partitioner == "iid":
+            return IidPartitioner(num_partitions=num_partitions)
+        if partitioner == "dirichlet":
+            return DirichletPartitioner(
+                num_partitions=num_partitions,
+                partition_by="label",
+                alpha=float(alpha),
+                min_partition_size=max(min_size, MIN_DIRICHLET_PARTITION),
+                self_balancing=False,
+                seed=attempt_seed,
+            )
+        return PathologicalPartitioner(
             num_partitions=num_partitions,
             partition_by="label",
             num_classes_per_partition=classes_per_client,
             class_assignment_mode="first-deterministic",
-            seed=seed,
+            seed=attempt_seed,
         )
-    part.dataset = table
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # flwr warns on every Dirichlet retry
-            out = [np.asarray(part.load_partition(i)["idx"], dtype=np.int64) for i in range(num_partitions)]
-    except ValueError as exc:
+
+    # flwr-datasets gives up on a Dirichlet draw after 10 tries; like the original FedNTD /
+    # FedKPer partitioner (which loops until every client has its minimum) we go on with
+    # seeds derived from ``seed``, so the result stays a function of the seed.
+    attempts = DIRICHLET_ATTEMPTS if partitioner == "dirichlet" else 1
+    for attempt in range(attempts):
+        part = make(seed if attempt == 0 else int(np.random.default_rng([seed, attempt]).integers(2**31 - 1)))
+        part.dataset = table
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # flwr warns on every Dirichlet retry
+                out = [np.asarray(part.load_partition(i)["idx"], dtype=np.int64) for i in range(num_partitions)]
+            break
+        except ValueError as exc:
+            error = exc
+    else:
         if partitioner == "dirichlet":
             raise ValueError(
                 f"dirichlet-alpha={alpha} with num-supernodes={num_partitions} on "
                 f"{len(labels)} samples left a partition with fewer than "
-                f"{MIN_DIRICHLET_PARTITION} samples after flwr-datasets' retries; raise "
-                f"dirichlet-alpha or lower num-supernodes ({exc})"
-            ) from exc
+                f"{max(min_size, MIN_DIRICHLET_PARTITION)} samples after {10 * attempts} Dirichlet draws; raise "
+                f"dirichlet-alpha, lower min-partition-size or lower num-supernodes ({error})"
+            ) from error
         raise ValueError(
             f"partitioner='pathological' failed with classes-per-client={classes_per_client}"
-            f" and num-supernodes={num_partitions}: {exc}"
-        ) from exc
+            f" and num-supernodes={num_partitions}: {error}"
+        ) from error
     return [np.sort(idx) for idx in out]
 
 

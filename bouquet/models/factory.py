@@ -5,11 +5,20 @@ from __future__ import annotations
 from torch import nn
 
 from bouquet.datasets import ArrayDataset, GraphDataset
-from bouquet.models.nets import MLP, SAGE, CharLSTM, SmallCNN
+from bouquet.models.nets import MLP, SAGE, CharLSTM, FedAvgCNN, SmallCNN
+
+MODELS = ("auto", "fedavg-cnn")  # the ``model`` run-config key
 
 
-def build_model(data: ArrayDataset | GraphDataset) -> nn.Module:
-    """GraphSAGE for graphs, SmallCNN for images, MLP for tabular rows, CharLSTM for text."""
+def build_model(data: ArrayDataset | GraphDataset, name: str = "auto") -> nn.Module:
+    """``auto``: GraphSAGE for graphs, SmallCNN for images, MLP for tabular rows, CharLSTM for
+    text. ``fedavg-cnn``: the FedAvg/FedNTD/FedKPer 2-conv CNN (images only)."""
+    if name == "fedavg-cnn":
+        if isinstance(data, GraphDataset) or data.kind != "image":
+            raise ValueError(f"model='fedavg-cnn' needs an image dataset, got {data.name!r}")
+        return FedAvgCNN(*data.input_shape, data.num_classes)
+    if name != "auto":
+        raise ValueError(f"model={name!r} is unknown; choose one of {', '.join(MODELS)}")
     if isinstance(data, GraphDataset):
         return SAGE(data.x.shape[1], data.num_classes)
     if data.kind == "image":

@@ -23,6 +23,26 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class FedAvgCNN(nn.Module):
+    """conv(32,5)-pool-conv(64,5)-pool-fc(512)-fc(C): the 2-conv CNN of McMahan et al. as the
+    FedNTD / FedKPer code builds it (``FedAvgNetCIFAR``: no padding on 32×32 inputs, flatten
+    1600; ``MedMNISTNet``: 'same' padding on 28×28, flatten 3136)."""
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        pad = 2 if height < 32 else 0
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        side = lambda n: ((n + 2 * pad - 4) // 2 + 2 * pad - 4) // 2  # noqa: E731
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * side(height) * side(width), 512), nn.ReLU(),
+                                  nn.Linear(512, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class MLP(nn.Module):
     """Two hidden layers of 64; enough for UCI-sized tabular tasks."""
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bouquet import metrics as M
 from bouquet.simulations.launch import launch
 
 
@@ -31,10 +32,24 @@ class Preset:
     clients: tuple[int, ...]
     seeds: int
     settings: tuple[tuple[str, str], ...]  # (column title, metric)
-    select_by: str
+    select_by: str | None  # None: no selection; accuracies are read over the final rounds
     run_config: dict[str, Any] = field(default_factory=dict)
     # per entry of ``methods``: extra run config; may set "method" to run a variant of one
     method_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per entry of ``datasets``: extra run config; may set "dataset" (a named scenario) and
+    # "num-supernodes" (its federation size, instead of ``clients``)
+    dataset_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    final_window: int = 1  # select_by None: accuracies are the mean over the last rounds
+    round_mean: tuple[str, ...] = ()  # metrics reported as their mean over all rounds
+    overrides: dict[str, Any] = field(default_factory=dict)  # from the command line: win over all
+
+    def clients_of(self, dataset: str) -> tuple[int, ...]:
+        k = self.dataset_config.get(dataset, {}).get("num-supernodes")
+        return self.clients if k is None else (int(k),)
+
+    def config_of(self, dataset: str) -> dict[str, Any]:
+        scenario = {k: v for k, v in self.dataset_config.get(dataset, {}).items() if k != "num-supernodes"}
+        return {"dataset": dataset, **scenario}
 
 
 FEDLOG_SETTINGS = (
@@ -64,8 +79,46 @@ PRESETS: dict[str, Preset] = {
                           for m in ("fedavg", "fedprox", "local")}},
     ),
 }
+FEDKPER_SETTINGS = (
+    ("Global acc", M.GLOBAL_GLOBAL),
+    ("Personal acc", M.name("local_model", M.LOCAL_TEST)),
+    ("Personal bal. acc", M.stat(M.BALANCED, M.name("local_model", M.LOCAL_TEST))),
+    ("Global NFR", M.GLOBAL_NFR),
+    ("Local NFR", M.LOCAL_NFR),
+    ("BWT", M.BWT),
+)
+# FedKPer's recipe (config/fedkper.json) for every method: SGD 0.01, momentum 0.9, wd 1e-5,
+# lr ×0.99 per round, 5 local epochs, batch 12; every client evaluates the global model each
+# round (backward transfer needs it).
+PRESETS["fedkper"] = Preset(
+    methods=("fedkper", "fedavg", "fedprox", "fedntd", "ditto", "local"),
+    datasets=("heart-disease", "breastmnist-a0.1", "breastmnist-a0.5", "cifar10-a0.1"),
+    clients=(10,),
+    seeds=3,
+    settings=FEDKPER_SETTINGS,
+    select_by=None,
+    final_window=5,
+    round_mean=(M.GLOBAL_NFR, M.LOCAL_NFR, M.BWT),
+    run_config={"learning-rate": 0.01, "optimizer": "sgd", "weight-decay": 1e-5, "lr-decay": 0.99,
+                "local-epochs": 5, "batch-size": 12, "fraction-evaluate": 1.0, "min-partition-size": 10},
+    method_config={"fedprox": {"proximal-mu": 0.01}},
+    dataset_config={
+        # the 4 hospitals; half of them per round, so returning clients exist (local NFR, BWT)
+        "heart-disease": {"partitioner": "natural", "num-supernodes": 4, "fraction-train": 0.5,
+                          "num-server-rounds": 50},
+        "breastmnist-a0.1": {"dataset": "breastmnist", "model": "fedavg-cnn", "partitioner": "dirichlet", "dirichlet-alpha": 0.1,
+                             "num-supernodes": 10, "fraction-train": 0.5, "num-server-rounds": 50},
+        "breastmnist-a0.5": {"dataset": "breastmnist", "model": "fedavg-cnn", "partitioner": "dirichlet", "dirichlet-alpha": 0.5,
+                             "num-supernodes": 10, "fraction-train": 0.5, "num-server-rounds": 50},
+        # the official code's README setting, rounds scaled down for 2 CPU cores
+        "cifar10-a0.1": {"dataset": "cifar10", "model": "fedavg-cnn", "partitioner": "dirichlet", "dirichlet-alpha": 0.1,
+                         "num-supernodes": 20, "fraction-train": 0.1, "num-server-rounds": 30},
+    },
+)
 QUICK = {"fedlog": {"datasets": ("cora",), "clients": (3,), "seeds": 1, "rounds": 20,
-                   "methods": ("fedlog", "fedpub", "fedavg", "fedprox", "local")}}  # about 3 minutes
+                   "methods": ("fedlog", "fedpub", "fedavg", "fedprox", "local")},  # about 3 minutes
+         "fedkper": {"datasets": ("heart-disease",), "clients": (4,), "seeds": 1, "rounds": 30,
+                     "methods": PRESETS["fedkper"].methods}}
 
 
 def select_round(server_rows: dict[int, dict[str, float]], select_by: str) -> int:
@@ -108,6 +161,8 @@ def summarize_run(run_dir: Path, preset: Preset) -> dict[str, Any]:
     """Settings at the round chosen by validation (correct weighting); as ``last:`` columns at
     the final round; as ``code:`` columns at the round the FedLoG code's weighting would choose."""
     server, clients = read_rows(run_dir / "metrics.csv")
+    if preset.select_by is None:
+        return summarize_final(server, preset)
     rnd = select_round(server, preset.select_by)
     row: dict[str, Any] = {"round": rnd, preset.select_by: server[rnd].get(preset.select_by)}
     row |= {metric: server[rnd].get(metric) for _, metric in preset.settings}
@@ -120,17 +175,32 @@ def summarize_run(run_dir: Path, preset: Preset) -> dict[str, Any]:
     return row
 
 
+def summarize_final(server: dict[int, dict[str, float]], preset: Preset) -> dict[str, Any]:
+    """No selection: each setting's mean over the last ``final_window`` rounds (``round_mean``
+    metrics: over all rounds), skipping rounds where it is undefined."""
+    rounds = sorted(r for r in server if r > 0)
+    window = rounds[-preset.final_window:]
+    row: dict[str, Any] = {"round": rounds[-1] if rounds else 0}
+    for _, metric in preset.settings:
+        values = [server[r][metric] for r in (rounds if metric in preset.round_mean else window)
+                  if metric in server[r] and server[r][metric] == server[r][metric]]
+        row[metric] = statistics.fmean(values) if values else None
+    return row
+
+
 def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients for s in range(preset.seeds) for m in preset.methods]
+    jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients_of(d) for s in range(preset.seeds)
+            for m in preset.methods]
     results, results_csv = [], out / "results.csv"
     bar = tqdm(jobs, desc="reproduce", unit="run")
     try:
         for dataset, k, method, seed in bar:
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
             run_out = out / "runs" / f"{method}_{dataset}_k{k}_s{seed}"
-            config = {**preset.run_config, "method": method, **preset.method_config.get(method, {}),
-                      "dataset": dataset, "seed": seed, "output-dir": str(run_out)}
+            config = {**preset.run_config, **preset.config_of(dataset), "method": method,
+                      **preset.method_config.get(method, {}), **preset.overrides, "seed": seed,
+                      "output-dir": str(run_out)}
             t0 = time.monotonic()
             res = launch(config, num_supernodes=k, echo=False, keep_superlink=True, port=port,
                          home=out / ".flwr")
@@ -156,8 +226,8 @@ def rebuild(preset: Preset, out: Path) -> list[dict[str, Any]]:
     results = []
     for summary_path in sorted(out.glob("runs/*/*/summary.json")):
         meta = json.loads(summary_path.read_text())
-        variant = summary_path.parent.parent.name.rsplit("_", 3)[0]
-        row = {"method": variant, "dataset": meta["dataset"], "clients": meta["clients"], "seed": meta["seed"],
+        variant, scenario = summary_path.parent.parent.name.rsplit("_", 3)[:2]  # {method}_{dataset}_k{K}_s{seed}
+        row = {"method": variant, "dataset": scenario, "clients": meta["clients"], "seed": meta["seed"],
                "status": "finished:completed", "seconds": meta.get("wall_seconds")}
         results.append(row | summarize_run(summary_path.parent, preset))
     write_csv(results, out / "results.csv")
@@ -218,10 +288,12 @@ def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
                          for _, m in preset.settings]
                 ax.bar([j + i * width for j in range(len(preset.settings))], means, width, label=method)
             ax.set_xticks([j + 0.4 - width / 2 for j in range(len(preset.settings))], [t for t, _ in preset.settings], fontsize=8)
-            ax.set_ylim(0, 1)
+            if preset.select_by is not None:
+                ax.set_ylim(0, 1)
+            ax.axhline(0, color="black", lw=0.5)
             ax.set_title(f"{dataset}, {k} clients", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
-        axes[0][0].set_ylabel("accuracy (selected round)")
+        axes[0][0].set_ylabel("accuracy (selected round)" if preset.select_by else "rate (final rounds / mean over rounds)")
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"{dataset}.png", dpi=110)
@@ -236,7 +308,7 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | None = None, out: 
     if quick:
         q = QUICK[name]
         preset = replace(preset, datasets=q["datasets"], clients=q["clients"], seeds=q["seeds"], methods=q["methods"],
-                         run_config={**preset.run_config, "num-server-rounds": q["rounds"]})
+                         overrides={"num-server-rounds": q["rounds"]})
     if seeds is not None:
         preset = replace(preset, seeds=seeds)
     if datasets:
@@ -246,7 +318,7 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | None = None, out: 
     if clients:
         preset = replace(preset, clients=clients)
     if overrides:
-        preset = replace(preset, run_config={**preset.run_config, **overrides})
+        preset = replace(preset, overrides={**preset.overrides, **overrides})
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
     results = rebuild(preset, out) if rebuild_only else run_sweep(preset, out)
     if rebuild_only:
@@ -254,11 +326,14 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | None = None, out: 
             [m for m in preset.methods if any(r["method"] == m for r in results)]
             + [r["method"] for r in results])))
     table = markdown_table(results, preset)
-    code_table = markdown_table(results, preset, prefix="code:")
-    last_table = markdown_table(results, preset, prefix="last:")
-    (out / "table.md").write_text(
-        f"{table}\n## Same runs, rounds selected with the FedLoG code's validation weighting\n\n{code_table}"
-        f"\n## Same runs, final round (no selection)\n\n{last_table}")
+    if preset.select_by is None:
+        (out / "table.md").write_text(table)
+    else:
+        code_table = markdown_table(results, preset, prefix="code:")
+        last_table = markdown_table(results, preset, prefix="last:")
+        (out / "table.md").write_text(
+            f"{table}\n## Same runs, rounds selected with the FedLoG code's validation weighting\n\n{code_table}"
+            f"\n## Same runs, final round (no selection)\n\n{last_table}")
     plot(results, preset, out)
     print(table)
     print(f"[reproduce] results in {out} (results.csv, table.md, *.png)")

@@ -15,6 +15,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from bouquet import metrics as M
 from bouquet.config import RunConfig
@@ -105,8 +106,9 @@ class BouquetStrategy:
         return None
 
     def round_config(self, server_round: int) -> dict[str, float | int | str]:
-        """Per-round values sent to clients next to the arrays (e.g. a decayed lr)."""
-        return {"lr": self.cfg.learning_rate}
+        """Per-round values sent to clients next to the arrays: the lr, decayed by ``lr-decay``
+        per round (FedKPer's ×0.99 schedule, kept on the server as its StepLR)."""
+        return {"lr": self.cfg.learning_rate * self.cfg.lr_decay ** (server_round - 1)}
 
     # --- sampling ------------------------------------------------------------------------
     def _seeded(self, server_round: int, phase: str) -> None:
@@ -158,8 +160,15 @@ class BouquetStrategy:
             self.recorder.server_metrics(server_round, dict(metrics))
         return arrays, metrics
 
-    def _aggregate_sound(self, server_round: int, sound: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return super().aggregate_train(server_round, sound)
+    def _aggregate_sound(self, server_round: int, sound: list[Message], weight_key: str | None = None
+                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's weighted mean of the arrays; metrics by Bouquet's mean, which (unlike
+        Flower's consistency check) accepts replies with different metric keys, e.g. local
+        flip rates that only returning clients have."""
+        key = weight_key or self.weight_key
+        contents = [m.content for m in sound]
+        arrays = aggregate_arrayrecords(contents, key) if self.has_global_model else None
+        return arrays, aggregate_metric_records(contents, key)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         sound = self._sorted_sound(server_round, replies, "evaluate", None)

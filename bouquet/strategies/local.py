@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
-from bouquet.metrics import NUM_EXAMPLES
-from bouquet.strategies.base import BouquetStrategy, aggregate_metric_records
+from bouquet.strategies.base import BouquetStrategy
 
 
 class LocalStrategy(BouquetStrategy, FedAvg):
@@ -17,6 +15,3 @@ class LocalStrategy(BouquetStrategy, FedAvg):
 
     def configure_evaluate(self, server_round, arrays, config, grid):
         return []  # the local models were scored in their training replies
-
-    def _aggregate_sound(self, server_round: int, sound: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return None, aggregate_metric_records([m.content for m in sound], NUM_EXAMPLES)

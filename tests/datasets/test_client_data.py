@@ -109,7 +109,12 @@ def test_local_split_is_stratified() -> None:
 def test_global_test() -> None:
     x, y = global_test(_spec("mnist", "iid", 2))
     assert x.shape == (2000, 1, 28, 28) and len(y) == 2000
-    assert global_test(_spec("heart-disease", "iid", 2)) is None
+    # no official test split: the union of the clients' local test splits, and nothing else
+    spec = _spec("heart-disease", "natural", 4)
+    x, y = global_test(spec)
+    parts = [client_data(spec, i) for i in range(4)]
+    assert len(y) == sum(len(p.y_test) for p in parts)
+    assert np.array_equal(np.sort(y), np.sort(np.concatenate([p.y_test for p in parts])))
 
 
 @pytest.mark.parametrize(

@@ -170,3 +170,15 @@ def test_tiny_dirichlet_fails_clearly_or_succeeds(root: Path) -> None:
             assert min(len(p) for p in parts) >= 2
     with pytest.raises(ValueError, match="dirichlet-alpha"):
         _split(labels[:20], "dirichlet", 10, alpha=0.01)
+
+
+def test_dirichlet_minimum_size_is_met_deterministically(root: Path) -> None:
+    # 624 BreastMNIST labels, 2 classes, alpha 0.1, 10 clients: flwr-datasets alone gives up
+    labels = load_dataset("breastmnist", root).y_train
+    parts = _split(labels, "dirichlet", 10, seed=2, alpha=0.1, min_size=10)
+    assert len(_assert_disjoint(parts)) == len(labels)
+    assert min(len(p) for p in parts) >= 10
+    again = _split(labels, "dirichlet", 10, seed=2, alpha=0.1, min_size=10)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    with pytest.raises(ValueError, match="fewer than 300 samples"):
+        _split(labels, "dirichlet", 10, seed=0, alpha=0.1, min_size=300)

@@ -26,3 +26,14 @@ def test_model_is_chosen_by_data_kind_and_fits_the_data(name, cls):
 
 def test_cnn_handles_cifar_sized_input():
     assert SmallCNN(3, 32, 32, 10)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_fedavg_cnn_matches_the_fedntd_code_shapes():
+    from bouquet.models.nets import FedAvgCNN
+
+    cifar, med = FedAvgCNN(3, 32, 32, 10), FedAvgCNN(1, 28, 28, 2)
+    assert cifar.head[1].in_features == 1600 and med.head[1].in_features == 3136  # 64·5·5, 64·7·7
+    assert cifar(torch.zeros(2, 3, 32, 32)).shape == (2, 10) and med(torch.zeros(2, 1, 28, 28)).shape == (2, 2)
+    assert isinstance(build_model(load_dataset("breastmnist", data_root()), "fedavg-cnn"), FedAvgCNN)
+    with pytest.raises(ValueError, match="needs an image dataset"):
+        build_model(load_dataset("heart-disease", data_root()), "fedavg-cnn")

@@ -32,7 +32,14 @@ def test_presets_only_name_valid_methods_and_keys(name):
 
     from bouquet.registry import METHODS
 
+    from bouquet.config import data_spec
+    from bouquet.datasets import check_spec
+
     preset = PRESETS[name]
-    for method in preset.methods:
-        cfg = RunConfig.from_run_config({**preset.run_config, "method": method, **preset.method_config.get(method, {})})
-        assert cfg.method in METHODS and method.startswith(cfg.method)
+    for dataset in preset.datasets:
+        for method in preset.methods:
+            cfg = RunConfig.from_run_config({**preset.run_config, **preset.config_of(dataset), "method": method,
+                                             **preset.method_config.get(method, {})})
+            assert cfg.method in METHODS and method.startswith(cfg.method)
+            for k in preset.clients_of(dataset):  # dataset/partitioner/federation size fit together
+                check_spec(data_spec(cfg, k))
