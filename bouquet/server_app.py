@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from bouquet import metrics as M
 from bouquet.clients.base import arrays_to_model
-from bouquet.clients.training import evaluate_model, predict_arrays
+from bouquet.clients.training import predict_arrays
 from bouquet.config import RunConfig, data_spec
 from bouquet.datasets import GRAPH_DATASETS, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
 from bouquet.federation import ClientDirectory, discover_clients
@@ -52,7 +52,14 @@ class ServerEvaluator:
         self.cfg, self.recorder, self.scores_global, self.make_model = cfg, recorder, scores_global, make_model
         self.test = global_test(spec)
         self.new_client = new_client_graph(spec)
-        self.previous: np.ndarray | None = None  # the last global model's correctness on the test set
+        self.previous: dict[str, np.ndarray] = {}  # the last global model's correctness per server-side set
+
+    def _score(self, scores: dict[str, float], key: str, correct: np.ndarray) -> None:
+        """Accuracy, and global forgetting: flips against the previous round's global model."""
+        scores[key] = float(correct.mean())
+        if key in self.previous:
+            scores[M.stat(M.NFR, key)], scores[M.stat(M.PFR, key)] = M.flip_rates(self.previous[key], correct)
+        self.previous[key] = correct
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         seconds = self.recorder.round_finished(server_round) if server_round > 0 else 0.0
@@ -61,14 +68,13 @@ class ServerEvaluator:
             model = arrays_to_model(self.make_model(), {k: v.numpy() for k, v in arrays.items()})
             if self.test is not None:
                 x, y = self.test
-                correct = (predict_arrays(model, x).argmax(1).numpy() == y)
-                scores[M.GLOBAL_GLOBAL] = float(correct.mean())
-                if self.previous is not None:  # global forgetting between consecutive rounds
-                    nfr, pfr = M.flip_rates(self.previous, correct)
-                    scores[M.GLOBAL_NFR], scores[M.stat(M.PFR, M.GLOBAL_GLOBAL)] = nfr, pfr
-                self.previous = correct
+                self._score(scores, M.GLOBAL_GLOBAL, predict_arrays(model, x).argmax(1).numpy() == y)
             if self.new_client is not None:
-                scores[M.GLOBAL_NEW_CLIENT] = evaluate_model(model, self.new_client).accuracy
+                graph = self.new_client
+                model.eval()
+                with torch.no_grad():
+                    pred = model(graph.x, graph.edge_index).argmax(1)
+                self._score(scores, M.GLOBAL_NEW_CLIENT, (pred == graph.y).numpy())
         if scores:
             self.recorder.server_metrics(server_round, scores)
         shown = {k: v for k, v in self.recorder.server.get(server_round, {}).items() if M.is_accuracy(k)}

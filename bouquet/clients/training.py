@@ -90,15 +90,6 @@ Predictor = Callable[..., torch.Tensor]  # (x) or (x, edge_index) -> class score
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, data: ArrayClientData | GraphClientData) -> EvalResult:
-    """Accuracy and mean cross-entropy on the client's local test split."""
-    model.eval()
-    if isinstance(data, GraphClientData):
-        return _score(model(data.x, data.edge_index)[data.test_mask], data.y[data.test_mask])
-    return evaluate_arrays(model, data.x_test, data.y_test)
-
-
-@torch.no_grad()
 def setting_scores(
     predict: Predictor,
     data: ArrayClientData | GraphClientData,
