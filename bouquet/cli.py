@@ -14,7 +14,36 @@ def _parse_overrides(text: str) -> dict[str, object]:
     return tomllib.loads("\n".join(f'"{k}" = {v}' for k, v in (p.split("=", 1) for p in text.split()))) if text else {}
 
 
+def _export(ns: argparse.Namespace) -> int:
+    """Validate the settings as a run would (same keys, same DataSpec), then write."""
+    import json  # noqa: PLC0415
+
+    from bouquet.config import RunConfig, data_spec  # noqa: PLC0415
+    from bouquet.datasets import DataFileError, export_partitions  # noqa: PLC0415
+
+    keys = ("seed", "dirichlet_alpha", "classes_per_client", "min_partition_size",
+            "graph_unseen_fraction", "graph_missing_classes", "data_dir")
+    overrides = {k.replace("_", "-"): getattr(ns, k) for k in keys if getattr(ns, k) is not None}
+    try:
+        # fedavg accepts every dataset, so only the data keys are judged here
+        cfg = RunConfig.from_run_config({"method": "fedavg", "dataset": ns.dataset,
+                                         "partitioner": ns.partitioner, **overrides})
+        folders = export_partitions(data_spec(cfg, ns.num_partitions), ns.out, force=ns.force)
+    except (ValueError, FileExistsError, DataFileError) as exc:
+        print(f"bouquet export-partitions: error: {exc}", file=sys.stderr)
+        return 2
+    for folder in folders:
+        size = json.loads((folder / "manifest.json").read_text())["sizes"]
+        print(f"{folder}  " + " ".join(f"{k}={v}" for k, v in size.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["deploy-local"]:  # its own parser (bouquet.deploy.local)
+        from bouquet.deploy.local import main as deploy_main  # noqa: PLC0415
+
+        return deploy_main(argv[1:])
     parser = argparse.ArgumentParser(prog="bouquet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one federated experiment via `flwr run` (simulation)")
@@ -33,8 +62,23 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--clients", default="", help="comma-separated subset, e.g. 3,5")
     rep.add_argument("--run-config", default="", help="overrides for every run, e.g. \"local-epochs=5\"")
     rep.add_argument("--rebuild", action="store_true", help="only rebuild results.csv/table.md/plots from --out")
+    exp = sub.add_parser("export-partitions", help="write each client's partition to DIR/partition_<i>/ "
+                         "for a SuperNode started with --node-config \"data-path='DIR/partition_<i>'\"")
+    exp.add_argument("--dataset", required=True)
+    exp.add_argument("--partitioner", required=True)
+    exp.add_argument("--num-partitions", type=int, required=True, help="= the run's num-supernodes")
+    exp.add_argument("--out", type=Path, required=True, help="DIR")
+    exp.add_argument("--seed", type=int, default=None)
+    exp.add_argument("--dirichlet-alpha", type=float, default=None)
+    exp.add_argument("--classes-per-client", type=int, default=None)
+    exp.add_argument("--min-partition-size", type=int, default=None)
+    exp.add_argument("--graph-unseen-fraction", type=float, default=None)
+    exp.add_argument("--graph-missing-classes", type=int, default=None)
+    exp.add_argument("--data-dir", default=None, help="raw data root (default: $BOUQUET_DATA)")
+    exp.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     bench = sub.add_parser("bench", help="plain PyTorch loop vs Flower simulation, same local training")
     bench.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("deploy-local", help="SuperLink + N SuperNodes on 127.0.0.1 (TLS, node auth); see its --help")
     ns = parser.parse_args(argv)
 
     if ns.command == "run":
@@ -66,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                   methods=split(ns.methods), clients=tuple(int(k) for k in split(ns.clients)),
                   overrides=_parse_overrides(ns.run_config), rebuild_only=ns.rebuild)
         return 0
+    if ns.command == "export-partitions":
+        return _export(ns)
+
     from bouquet.simulations.bench import main as bench_main  # noqa: PLC0415
 
     return bench_main(ns.args)

@@ -37,6 +37,11 @@ def _identity(context: Context) -> tuple[int, int]:
     return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
 
 
+def _data_path(context: Context) -> str:
+    """Node-config ``data-path``: a folder from ``bouquet export-partitions`` (deployment)."""
+    return str(context.node_config.get("data-path", ""))
+
+
 def _handle(msg: Message, context: Context, step: str) -> Message:
     cfg = RunConfig.from_run_config(context.run_config)
     cid, num_partitions = _identity(context)
@@ -50,6 +55,7 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
         config=config,
         state=_to_numpy(context.state.get(state_key(cid))),
         extras={k: _to_numpy(v) for k, v in msg.content.array_records.items() if k != "arrays"},
+        data_path=_data_path(context),
     )
     logic = get_method(cfg.method).client()
     reply: ClientReply = logic.train(call) if step == "train" else logic.evaluate(call)

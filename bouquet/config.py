@@ -51,6 +51,9 @@ class RunConfig:
     proximal_mu: float = field(default=0.01, metadata=_range(0.0))
     seed: int = field(default=0, metadata=_range(0))
     output_dir: str = ""
+    resume_from: str = ""  # a run folder: continue after its last completed round
+    round_timeout: float = field(default=3600.0, metadata=_range(0.0, None, lo_open=True))  # seconds per phase
+    min_replies: int = field(default=1, metadata=_range(1))  # sound train replies a round needs to aggregate
     data_dir: str = ""
     graph_unseen_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
     graph_missing_classes: int = field(default=1, metadata=_range(0))

@@ -23,20 +23,32 @@ COLUMNS = ("round", "partition_id", "metric", "value")
 
 
 class RunRecorder:
-    def __init__(self, run_dir: Path, meta: Mapping[str, Any]) -> None:
+    def __init__(self, run_dir: Path, meta: Mapping[str, Any], *, resume_after: int | None = None) -> None:
+        """A new run folder; with ``resume_after=r`` the existing one, its ``metrics.csv`` cut
+        back to rounds <= r (a partly finished round r+1 is dropped) and appended to."""
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self.run_dir.mkdir(parents=True, exist_ok=resume_after is not None)
         self.meta = dict(meta)
         self.server: dict[int, dict[str, float]] = {}
         self.rejections: list[dict[str, Any]] = []
         self.round_seconds: dict[int, float] = {}
         self._t0 = time.monotonic()
         self._round_t0: dict[int, float] = {}
-        self._file = (self.run_dir / "metrics.csv").open("w", newline="")
+        path = self.run_dir / "metrics.csv"
+        kept = []
+        if resume_after is not None:
+            with path.open() as f:
+                kept = [row for row in csv.DictReader(f) if int(row["round"]) <= resume_after]
+        self._file = path.open("w", newline="")
         self._csv = csv.writer(self._file, lineterminator="\n")
         self._csv.writerow(COLUMNS)
+        for row in kept:
+            self._csv.writerow([row[c] for c in COLUMNS])
+            if row["partition_id"] == "":
+                self.server.setdefault(int(row["round"]), {})[row["metric"]] = float(row["value"])
         self._file.flush()
-        (self.run_dir / "config.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+        if resume_after is None:
+            (self.run_dir / "config.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
 
     # --- rows -------------------------------------------------------------------------
     def _write(self, server_round: int, pid: int | None, metrics: Mapping[str, float]) -> None:

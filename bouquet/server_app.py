@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from bouquet import checkpoint
 from bouquet import metrics as M
 from bouquet.clients.base import arrays_to_model
 from bouquet.clients.training import predict_arrays
-from bouquet.config import RunConfig, data_spec
+from bouquet.config import ConfigError, RunConfig, data_spec
 from bouquet.datasets import GRAPH_DATASETS, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.registry import get_method
@@ -83,6 +84,20 @@ class ServerEvaluator:
         return MetricRecord(scores) if scores else None
 
 
+def _checkpoint_to_resume(cfg: RunConfig) -> checkpoint.Checkpoint | None:
+    """The checkpoint named by ``resume-from``, checked against this run's config."""
+    if not cfg.resume_from:
+        return None
+    try:
+        ckpt = checkpoint.load(Path(cfg.resume_from))
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    differing = checkpoint.config_differences(ckpt.run_config, cfg.to_run_config())
+    if differing:
+        raise ConfigError(f"resume-from={cfg.resume_from!r}: the run config differs from the checkpointed run in {differing}")
+    return ckpt
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_run_config(context.run_config)  # fails before anything starts
@@ -103,16 +118,37 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         "seed": cfg.seed, "clients": clients.num_partitions, "rounds": cfg.num_server_rounds,
         "run_id": run_id, "run_config": cfg.to_run_config(),
     }
-    recorder = RunRecorder(output_root(cfg) / run_name(cfg, clients.num_partitions, run_id), meta)
+    ckpt = _checkpoint_to_resume(cfg)
+    if ckpt is None:
+        recorder = RunRecorder(output_root(cfg) / run_name(cfg, clients.num_partitions, run_id), meta)
+        initial = ArrayRecord(model.state_dict())
+    else:
+        recorder = RunRecorder(Path(cfg.resume_from), meta, resume_after=ckpt.round)
+        recorder.rejections = list(ckpt.rejections)
+        initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in ckpt.arrays.items()})
+        log(INFO, "[bouquet] resuming %s after round %d", recorder.run_dir, ckpt.round)
     log(INFO, "[bouquet] %s; results in %s", method.summary, recorder.run_dir)
     strategy = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
+    evaluator = ServerEvaluator(cfg, spec, recorder, strategy.server_evaluates, lambda: method.model(cfg, dataset))
+    if ckpt is not None:
+        strategy.load_state_arrays(ckpt.strategy)
+        evaluator.previous = dict(ckpt.evaluator)
+
+    def save_checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        checkpoint.save(recorder.run_dir, checkpoint.Checkpoint(
+            server_round, {k: v.numpy() for k, v in arrays.items()}, strategy.state_arrays(),
+            dict(evaluator.previous), list(recorder.rejections), cfg.to_run_config()))
+
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
+        initial_arrays=initial,
         num_rounds=cfg.num_server_rounds,
+        timeout=cfg.round_timeout,
         train_config=ConfigRecord(),
         evaluate_config=ConfigRecord(),
-        evaluate_fn=ServerEvaluator(cfg, spec, recorder, strategy.server_evaluates, lambda: method.model(cfg, dataset)),
+        evaluate_fn=evaluator,
+        first_round=1 if ckpt is None else ckpt.round + 1,
+        on_round_end=save_checkpoint,
     )
     summary = recorder.finish()
     log(INFO, "[bouquet] final metrics (%s):\n%s", recorder.run_dir, format_table(summary["final"]))

@@ -19,10 +19,12 @@ from torch import nn
 from bouquet.config import RunConfig, data_spec
 from bouquet.datasets import (
     ArrayClientData,
+    ExportedPartition,
     GraphClientData,
     client_data,
     data_root,
     load_dataset,
+    load_partition,
     new_client_graph,
 )
 from bouquet.models import build_model
@@ -42,14 +44,25 @@ class ClientCall:
     config: dict[str, float | int | str] = field(default_factory=dict)
     state: Arrays = field(default_factory=dict)
     extras: dict[str, Arrays] = field(default_factory=dict)  # other ArrayRecords the server sent
+    # node-config ``data-path``: a site's exported partition; then the full dataset is never read
+    data_path: str = ""
+
+    @cached_property
+    def exported(self) -> ExportedPartition:
+        """This node's folder, checked against the run config and its checksums."""
+        return load_partition(self.data_path, data_spec(self.run, self.num_partitions), self.cid)
 
     @cached_property
     def data(self) -> ArrayClientData | GraphClientData:
+        if self.data_path:
+            return self.exported.data
         return client_data(data_spec(self.run, self.num_partitions), self.cid)
 
     @cached_property
     def new_client(self) -> GraphClientData | None:
         """The Louvain held-out subgraph, on which each client's model is also scored."""
+        if self.data_path:
+            return self.exported.new_client
         return new_client_graph(data_spec(self.run, self.num_partitions))
 
     @property
@@ -57,6 +70,8 @@ class ClientCall:
         return float(self.config.get("lr", self.run.learning_rate))
 
     def new_model(self) -> nn.Module:
+        if self.data_path:
+            return build_model(self.exported.info.stub(), self.run.model)
         return build_model(load_dataset(self.run.dataset, data_root(self.run.data_dir)), self.run.model)
 
 

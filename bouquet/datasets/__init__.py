@@ -10,6 +10,12 @@ from bouquet.datasets.client_data import (
     global_test,
     new_client_graph,
 )
+from bouquet.datasets.exported import (
+    ExportedPartition,
+    ModelInfo,
+    export_partitions,
+    load_partition,
+)
 from bouquet.datasets.files import CHECKSUMS, DataFileError, data_root, dataset_files
 from bouquet.datasets.graph import GraphDataset
 from bouquet.datasets.loaders import (
@@ -34,10 +40,12 @@ __all__ = [
     "DATASETS",
     "DataFileError",
     "DataSpec",
+    "ExportedPartition",
     "GRAPH_DATASETS",
     "GROUPED_DATASETS",
     "GraphClientData",
     "GraphDataset",
+    "ModelInfo",
     "NUM_CLASSES",
     "PARTITIONERS",
     "check_spec",
@@ -45,8 +53,10 @@ __all__ = [
     "data_root",
     "dataset_files",
     "edge_cut",
+    "export_partitions",
     "global_test",
     "load_dataset",
+    "load_partition",
     "louvain_subgraphs",
     "new_client_graph",
     "partition_labels",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from logging import WARNING
+from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -99,6 +99,7 @@ class BouquetStrategy:
         )
         self.cfg, self.clients, self.recorder = cfg, clients, recorder
         self.global_arrays: ArrayRecord | None = None
+        self._awaiting: dict[str, list[Message]] = {}  # the messages a phase waits on
 
     # --- hooks for methods -------------------------------------------------------------
     def extra_problem(self, content: RecordDict) -> str | None:
@@ -110,6 +111,43 @@ class BouquetStrategy:
         per round (FedKPer's ×0.99 schedule, kept on the server as its StepLR)."""
         return {"lr": self.cfg.learning_rate * self.cfg.lr_decay ** (server_round - 1)}
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """What the strategy carries from round to round besides the global arrays (saved in
+        every checkpoint; e.g. FedLoG's global synthetic nodes)."""
+        return {}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_arrays` when a run resumes."""
+
+    # --- the round loop --------------------------------------------------------------------
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
+              train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
+              evaluate_fn=None, *, first_round: int = 1, on_round_end=None):
+        """Flower's round loop (train, client evaluate, server evaluate) with two additions:
+        it can start at ``first_round`` (resume) and calls ``on_round_end(round, arrays)``
+        after every completed round (checkpoint). ``timeout`` closes a round with the
+        replies it has; missing nodes are logged in :meth:`_sorted_sound`."""
+        train_config = train_config or ConfigRecord()
+        evaluate_config = evaluate_config or ConfigRecord()
+        arrays = initial_arrays
+        if first_round == 1 and evaluate_fn is not None:
+            evaluate_fn(0, arrays)
+        for rnd in range(first_round, num_rounds + 1):
+            log(INFO, "[ROUND %s/%s]", rnd, num_rounds)
+            replies = grid.send_and_receive(self.configure_train(rnd, arrays, ConfigRecord(dict(train_config)), grid),
+                                            timeout=timeout)
+            new_arrays, _ = self.aggregate_train(rnd, replies)
+            if new_arrays is not None:
+                arrays = new_arrays
+            replies = grid.send_and_receive(self.configure_evaluate(rnd, arrays, ConfigRecord(dict(evaluate_config)), grid),
+                                            timeout=timeout)
+            self.aggregate_evaluate(rnd, replies)
+            if evaluate_fn is not None:
+                evaluate_fn(rnd, arrays)
+            if on_round_end is not None:
+                on_round_end(rnd, arrays)
+        return arrays
+
     # --- sampling ------------------------------------------------------------------------
     def _seeded(self, server_round: int, phase: str) -> None:
         random.seed(derive_seed(self.cfg.seed, "sample", phase, server_round))
@@ -120,19 +158,40 @@ class BouquetStrategy:
             config[key] = value
         self._seeded(server_round, "train")
         self.recorder.round_started(server_round)
-        return super().configure_train(server_round, arrays, config, _SortedGrid(grid, self.clients))
+        return self._sent("train", super().configure_train(server_round, arrays, config, _SortedGrid(grid, self.clients)))
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._seeded(server_round, "evaluate")
-        return super().configure_evaluate(server_round, arrays, config, _SortedGrid(grid, self.clients))
+        return self._sent("evaluate", super().configure_evaluate(server_round, arrays, config, _SortedGrid(grid, self.clients)))
+
+    def _sent(self, phase: str, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        self._awaiting[phase] = messages  # their ids are set when the grid sends them
+        return messages
 
     # --- aggregation ---------------------------------------------------------------------
     def _sorted_sound(self, server_round: int, replies: Iterable[Message], phase: str, reference: ArrayRecord | None) -> list[Message]:
+        # A reply names its node as sender, except the SuperLink's own error reply for a node it
+        # declared dead (missed heartbeats): that one is matched through reply_to_message_id.
+        sent = self._awaiting.pop(phase, [])
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+        by_node: dict[int, Message] = {}
+        for msg in replies:
+            src = msg.metadata.src_node_id
+            node = src if self.clients.pid(src) >= 0 else node_of.get(msg.metadata.reply_to_message_id, src)
+            by_node[node] = msg
+        for node in sorted({m.metadata.dst_node_id for m in sent} - set(by_node), key=self.clients.pid):
+            pid = self.clients.pid(node)
+            log(WARNING, "round %d %s: partition %d (node %d) is missing: no reply within round-timeout=%gs",
+                server_round, phase, pid, node, self.cfg.round_timeout)
+            self.recorder.rejected(server_round, pid, f"{phase}: no reply within {self.cfg.round_timeout:g}s")
         sound = []
-        for msg in sorted(replies, key=lambda m: self.clients.pid(m.metadata.src_node_id)):
-            pid = self.clients.pid(msg.metadata.src_node_id)
+        for node, msg in sorted(by_node.items(), key=lambda item: self.clients.pid(item[0])):
+            pid = self.clients.pid(node)
             if msg.has_error():
-                log(WARNING, "round %d %s: partition %d failed: %s", server_round, phase, pid, msg.error.reason)
+                gone = self.clients.pid(msg.metadata.src_node_id) < 0  # the SuperLink answered for it
+                log(WARNING, "round %d %s: partition %d (node %d) %s: %s", server_round, phase, pid, node,
+                    "is missing" if gone else "failed", msg.error.reason)
                 self.recorder.rejected(server_round, pid, f"{phase} error: {msg.error.reason}")
                 continue
             problem = reply_problem(msg.content, reference)
@@ -152,8 +211,9 @@ class BouquetStrategy:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         reference = self.global_arrays if self.has_global_model else None
         sound = self._sorted_sound(server_round, replies, "train", reference)
-        if not sound:
-            log(WARNING, "round %d: no sound update; the global model stays as it was", server_round)
+        if len(sound) < self.cfg.min_replies:
+            log(WARNING, "round %d: %d sound update(s), fewer than min-replies=%d; the global model stays as it was",
+                server_round, len(sound), self.cfg.min_replies)
             return None, None
         arrays, metrics = self._aggregate_sound(server_round, sound)
         if metrics is not None:

@@ -26,6 +26,16 @@ class FedLoGStrategy(BouquetStrategy, FedAvg):
         self.num_classes, self.num_features = data.num_classes, data.x.shape[1]
         self.global_synthetic: tuple[np.ndarray, np.ndarray] | None = None
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        if self.global_synthetic is None:
+            return {}
+        x, y = self.global_synthetic
+        return {"global_synthetic_x": x, "global_synthetic_y": y}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if "global_synthetic_x" in arrays:
+            self.global_synthetic = (arrays["global_synthetic_x"], arrays["global_synthetic_y"])
+
     def extra_problem(self, content: RecordDict) -> str | None:
         upload = content.get(UPLOAD)
         if not isinstance(upload, ArrayRecord) or not {"syn_head", "class_share"} <= set(upload.keys()):

@@ -25,6 +25,14 @@ class FedPubStrategy(BouquetStrategy, FedAvg):
         super().__init__(**kwargs)
         self.personalized: dict[int, dict[str, np.ndarray]] = {}  # partition id -> arrays
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {f"{pid}/{k}": v for pid, arrays in self.personalized.items() for k, v in arrays.items()}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        for key, value in arrays.items():
+            pid, name = key.split("/", 1)
+            self.personalized.setdefault(int(pid), {})[name] = value
+
     def extra_problem(self, content: RecordDict) -> str | None:
         upload = content.get(UPLOAD)
         if not isinstance(upload, ArrayRecord) or "embedding" not in upload:

@@ -1,0 +1,1 @@
+"""Running Bouquet across processes or machines: SuperLink + SuperNodes instead of simulation."""

@@ -1,0 +1,78 @@
+"""Real SuperLink/SuperNode processes on 127.0.0.1 (``bouquet deploy-local``), each test
+bounded in time and cleaned up by PID."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bouquet.deploy.local import deploy, flwr_run, make_node_key, start_supernode, stop, _alive
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = os.environ.get("BOUQUET_DATA", str(REPO.parent / "shared" / "data"))
+RUN = {"method": "fedavg", "dataset": "digits", "partitioner": "iid", "batch-size": 32, "data-dir": DATA}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    yield tmp_path / "deploy"
+    stop(tmp_path / "deploy")  # whatever a failing test left running
+
+
+def test_tls_and_node_auth_three_nodes_complete_a_run(folder, tmp_path):
+    dep = deploy(folder, 3, tls=True, auth=True, port=9450)
+    assert (folder / "certificates" / "server.pem").exists() and (folder / "keys" / "supernode_2.pub").exists()
+    assert "root-certificates" in (dep.home / "config.toml").read_text()
+    result = flwr_run(dep, REPO, {**RUN, "num-server-rounds": 2, "output-dir": str(tmp_path / "out")}, timeout=400)
+    assert result.status == "finished:completed", result.output[-3000:]
+    pids = dict(dep.pids)
+    assert set(stop(folder)) == {"superlink", "supernode-0", "supernode-1", "supernode-2"}
+    assert not any(_alive(pid) for pid in pids.values())
+
+
+def test_unregistered_supernode_is_refused(folder):
+    dep = deploy(folder, 1, tls=True, auth=True, port=9460)
+    stranger = make_node_key(folder / "keys", "stranger")  # never registered
+    proc = start_supernode(dep, 1, 2, ca=folder / "certificates" / "ca.crt", key=stranger, name="stranger")
+    try:
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (folder / "logs" / "stranger.log").read_text()
+    assert "Failed to activate SuperNode" in log or "PERMISSION_DENIED" in log.upper() or "denied" in log.lower(), log[-2000:]
+
+
+def test_a_supernode_killed_in_round_2_does_not_stop_the_run(folder, tmp_path):
+    dep = deploy(folder, 3, tls=False, auth=False, port=9470)
+    out = tmp_path / "out"
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("r", flwr_run(
+        dep, REPO, {**RUN, "num-server-rounds": 4, "round-timeout": 180.0, "output-dir": str(out)}, timeout=540)))
+    runner.start()
+    victim = dep.pids["supernode-1"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # round 1 is over once its server-side row is written
+        rows = [r for f in out.glob("*/metrics.csv") for r in csv.DictReader(f.open())]
+        if any(r["round"] == "1" and r["partition_id"] == "" and r["metric"] == "global_model@global_test" for r in rows):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("round 1 never finished")
+    os.killpg(victim, 9)  # the SuperNode and its ClientApp processes, no goodbye
+    runner.join(timeout=560)
+    res = result["r"]
+    assert res.status == "finished:completed", res.output[-3000:]
+    assert "partition 1 (node" in res.output and "is missing" in res.output
+    [metrics] = out.glob("*/metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    server_rounds = {r["round"] for r in rows if r["partition_id"] == "" and r["metric"] == "global_model@global_test"}
+    assert server_rounds == {"0", "1", "2", "3", "4"}
+    late = {r["partition_id"] for r in rows if r["round"] in ("3", "4") and r["metric"] == "train_loss" and r["partition_id"]}
+    assert late == {"0", "2"}  # the others went on without it
