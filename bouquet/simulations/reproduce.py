@@ -112,7 +112,7 @@ PRESETS["fedkper"] = Preset(
                              "num-supernodes": 10, "fraction-train": 0.5, "num-server-rounds": 50},
         # the official code's README setting, rounds scaled down for 2 CPU cores
         "cifar10-a0.1": {"dataset": "cifar10", "model": "fedavg-cnn", "partitioner": "dirichlet", "dirichlet-alpha": 0.1,
-                         "num-supernodes": 20, "fraction-train": 0.1, "num-server-rounds": 30},
+                         "num-supernodes": 20, "fraction-train": 0.1, "num-server-rounds": 20},
     },
 )
 QUICK = {"fedlog": {"datasets": ("cora",), "clients": (3,), "seeds": 1, "rounds": 20,
