@@ -13,8 +13,7 @@ from torch import nn
 
 from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model
 from bouquet.clients.fedavg import FedAvgClient
-from bouquet.clients.fedntd import frozen_copy
-from bouquet.clients.training import BatchLoss, evaluate_arrays, module_predictor
+from bouquet.clients.training import BatchLoss, distill_from, evaluate_arrays, module_predictor
 from bouquet.datasets import GraphClientData
 
 SCORE = "fedkper-score"  # the server's weighted_by_key
@@ -47,14 +46,8 @@ def reliability_score(train_accuracy: float, diversity: float) -> float:
 
 class FedKPerClient(FedAvgClient):
     def batch_loss(self, call: ClientCall, model: nn.Module) -> BatchLoss | None:
-        teacher, tau, max_beta = frozen_copy(model), call.run.fedkper_tau, call.run.fedkper_max_beta
-
-        def loss(logits: torch.Tensor, y: torch.Tensor, forward) -> torch.Tensor:
-            with torch.no_grad():
-                global_logits = forward(teacher)
-            return kper_loss(logits, global_logits, y, tau, max_beta)
-
-        return loss
+        tau, max_beta = call.run.fedkper_tau, call.run.fedkper_max_beta
+        return distill_from(model, lambda z, z_g, y: kper_loss(z, z_g, y, tau, max_beta))
 
     def train(self, call: ClientCall) -> ClientReply:
         reply = super().train(call)

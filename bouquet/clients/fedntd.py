@@ -4,15 +4,13 @@ classes only, so local training keeps the global view of the classes a client la
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bouquet.clients.base import ClientCall
 from bouquet.clients.fedavg import FedAvgClient
-from bouquet.clients.training import BatchLoss
+from bouquet.clients.training import BatchLoss, distill_from
 
 
 def not_true(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -29,21 +27,7 @@ def ntd_loss(logits: torch.Tensor, global_logits: torch.Tensor, y: torch.Tensor,
     return F.cross_entropy(logits, y) + beta * tau**2 * kl
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """The received global model, fixed for the whole local round."""
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
 class FedNTDClient(FedAvgClient):
     def batch_loss(self, call: ClientCall, model: nn.Module) -> BatchLoss | None:
-        teacher, tau, beta = frozen_copy(model), call.run.fedntd_tau, call.run.fedntd_beta
-
-        def loss(logits: torch.Tensor, y: torch.Tensor, forward) -> torch.Tensor:
-            with torch.no_grad():
-                global_logits = forward(teacher)
-            return ntd_loss(logits, global_logits, y, tau, beta)
-
-        return loss
+        tau, beta = call.run.fedntd_tau, call.run.fedntd_beta
+        return distill_from(model, lambda z, z_g, y: ntd_loss(z, z_g, y, tau, beta))

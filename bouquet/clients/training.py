@@ -6,6 +6,7 @@ Graphs train in mini-batches of *labelled nodes* over a full-subgraph forward pa
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -84,6 +85,21 @@ def train_local(
             opt.step()
             losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def distill_from(model: nn.Module, loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> BatchLoss:
+    """A :data:`BatchLoss` ``loss(logits, teacher_logits, y)`` whose teacher is a frozen copy of
+    ``model`` as it is now (the received global model), run on the same batch."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def batch_loss(logits: torch.Tensor, y: torch.Tensor, forward) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = forward(teacher)
+        return loss(logits, teacher_logits, y)
+
+    return batch_loss
 
 
 Predictor = Callable[..., torch.Tensor]  # (x) or (x, edge_index) -> class scores
