@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -76,3 +77,47 @@ def test_a_supernode_killed_in_round_2_does_not_stop_the_run(folder, tmp_path):
     assert server_rounds == {"0", "1", "2", "3", "4"}
     late = {r["partition_id"] for r in rows if r["round"] in ("3", "4") and r["metric"] == "train_loss" and r["partition_id"]}
     assert late == {"0", "2"}  # the others went on without it
+
+
+def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder, tmp_path):
+    """The run is stopped on the server side once round 2 is checkpointed, resumed with
+    ``resume-from``, and compared with an uninterrupted simulation of the same seed (deployment
+    and simulation give identical numbers for the same seed)."""
+    import json
+
+    from bouquet import checkpoint
+    from tests.simulation import simulate
+
+    dep = deploy(folder, 3, tls=False, auth=False, port=9490)
+    out = tmp_path / "out"
+    cfg = {**RUN, "num-server-rounds": 3, "seed": 5, "output-dir": str(out)}
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("r", flwr_run(dep, REPO, cfg, timeout=500)))
+    runner.start()
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and not any(
+            json.loads(p.read_text())["round"] >= 2 for p in out.glob("*/checkpoint/round.json")):
+        time.sleep(0.5)
+    listing = subprocess.run([str(Path(sys.executable).with_name("flwr")), "ls", "--format", "json"],
+                             env=dep.env(), cwd=folder, capture_output=True, text=True, timeout=60)
+    [running] = [r["run-id"] for r in json.loads(listing.stdout)["runs"] if r["status"] == "running"]
+    subprocess.run([str(Path(sys.executable).with_name("flwr")), "stop", str(running)], env=dep.env(), cwd=folder,
+                   capture_output=True, timeout=60)
+    runner.join(timeout=520)
+    assert result["r"].status != "finished:completed"
+    [run_dir] = out.iterdir()
+    assert checkpoint.load(run_dir).round == 2
+
+    resumed = flwr_run(dep, REPO, {**cfg, "resume-from": str(run_dir)}, timeout=400)
+    assert resumed.status == "finished:completed", resumed.output[-3000:]
+    reference = simulate(tmp_path / "sim", 3, **{**cfg, "output-dir": str(tmp_path / "sim")})
+
+    def server(run):
+        rows = csv.DictReader((Path(run) / "metrics.csv").open())
+        return {(r["round"], r["metric"]): r["value"] for r in rows if r["partition_id"] == ""
+                and r["metric"] == "global_model@global_test"}
+
+    assert server(run_dir) == server(reference["run_dir"]) and len(server(run_dir)) == 4
+    ours, ref = checkpoint.load(run_dir), checkpoint.load(Path(reference["run_dir"]))
+    assert ours.round == ref.round == 3
+    assert all((ours.arrays[k] == ref.arrays[k]).all() for k in ref.arrays)
