@@ -287,7 +287,7 @@ def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
                 means = [statistics.fmean([r[m] for r in mine if r.get(m) is not None] or [math.nan])
                          for _, m in preset.settings]
                 ax.bar([j + i * width for j in range(len(preset.settings))], means, width, label=method)
-            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(preset.settings))], [t for t, _ in preset.settings], fontsize=8)
+            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(preset.settings))], [t for t, _ in preset.settings], fontsize=8, rotation=20, ha="right")
             if preset.select_by is not None:
                 ax.set_ylim(0, 1)
             ax.axhline(0, color="black", lw=0.5)
