@@ -198,6 +198,15 @@ def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str,
         for dataset, k, method, seed in bar:
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
             run_out = out / "runs" / f"{method}_{dataset}_k{k}_s{seed}"
+            done = sorted(run_out.glob("*/summary.json"))
+            if done:  # the same command again continues an interrupted sweep
+                meta = json.loads(done[-1].read_text())
+                results.append({"method": method, "dataset": dataset, "clients": k, "seed": seed,
+                                "status": "finished:completed", "seconds": meta.get("wall_seconds")}
+                               | summarize_run(done[-1].parent, preset))
+                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {done[-1].parent}")
+                write_csv(results, results_csv)
+                continue
             config = {**preset.run_config, **preset.config_of(dataset), "method": method,
                       **preset.method_config.get(method, {}), **preset.overrides, "seed": seed,
                       "output-dir": str(run_out)}

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from bouquet.simulations.reproduce import PRESETS, markdown_table, mean_std, select_round
@@ -43,3 +45,35 @@ def test_presets_only_name_valid_methods_and_keys(name):
             assert cfg.method in METHODS and method.startswith(cfg.method)
             for k in preset.clients_of(dataset):  # dataset/partitioner/federation size fit together
                 check_spec(data_spec(cfg, k))
+
+
+def test_sweep_run_again_keeps_finished_runs_and_runs_only_the_rest(tmp_path, monkeypatch):
+    import json
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from bouquet.simulations import launch as launch_mod
+    from bouquet.simulations import reproduce as R
+
+    preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg", "fedkper"), seeds=2)
+    calls = []
+
+    def fake_launch(config, **_):
+        calls.append((config["method"], config["seed"]))
+        if config["method"] == "fedkper" and config["seed"] == 1 and len(calls) <= 4:
+            return SimpleNamespace(ok=False, status="finished:failed", output="boom")  # interrupted
+        run = Path(config["output-dir"]) / "run"
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("round,partition_id,metric,value\n"
+                                         f"1,,global_model@global_test,{0.5 + config['seed'] / 10}\n")
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
+        return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(launch_mod, "stop_superlink", lambda *a, **k: None)
+    first = R.run_sweep(preset, tmp_path)
+    assert len(calls) == 4 and [r["status"] for r in first].count("finished:failed") == 1
+    second = R.run_sweep(preset, tmp_path)
+    assert calls[4:] == [("fedkper", 1)]  # only the failed run again
+    assert [r["status"] for r in second] == ["finished:completed"] * 4
+    assert [r["global_model@global_test"] for r in second] == pytest.approx([0.5, 0.5, 0.6, 0.6])
