@@ -7,9 +7,8 @@ previous predictions (global flip rates continue across the resume) and ``round.
 so a kill mid-write leaves the previous round's checkpoint intact. ``metrics.csv`` is already
 appended every round; a resume truncates it to the checkpointed round and appends.
 
-What is *not* in it: client state. It lives in each SuperNode's ``Context.state``, which
-Flower keeps per run, so after a resume stateful clients start fresh (memories for local flip
-rates and BWT, FedLoG's synthetic nodes, Ditto's personal models, local models).
+Client state is not in it: each client snapshots its own on its node's disk
+(``bouquet.client_state``), and a resumed run restores the snapshot of the checkpointed round.
 """
 
 from __future__ import annotations

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from bouquet import client_state
 from bouquet.clients.base import Arrays, ClientCall, ClientReply
 from bouquet.config import RunConfig
 from bouquet.federation import NUM_PARTITIONS
 from bouquet.metrics import PARTITION_ID, track_forgetting
 from bouquet.registry import get_method
+from bouquet.results import output_root
 
 torch.set_num_threads(1)  # two Ray actors on two cores: no oversubscription
 
@@ -42,10 +44,35 @@ def _data_path(context: Context) -> str:
     return str(context.node_config.get("data-path", ""))
 
 
+PARTS = ("client", "forgetting")  # the records a client keeps between rounds
+
+
+def _state_folder(context: Context, cfg: RunConfig, cid: int, config: dict):
+    """Where this client's snapshots go (None: the server did not name the experiment)."""
+    key = str(config.get(client_state.STATE_KEY, ""))
+    if not key:
+        return None
+    return client_state.folder(str(context.node_config.get("state-dir", "")), output_root(cfg), key, cid)
+
+
+def _restore(context: Context, cid: int, config: dict, where) -> None:
+    """First message of a resumed run: this client's records as of the resumed round."""
+    marker = state_key(cid, "restored")
+    resumed_after = int(config.get(client_state.RESUMED_AFTER, 0))
+    if where is None or resumed_after <= 0 or marker in context.state:
+        return
+    found = client_state.load(where, resumed_after)
+    for part, arrays in (found[1] if found else {}).items():
+        context.state[state_key(cid, part)] = _to_record(arrays)
+    context.state[marker] = ConfigRecord({"round": found[0] if found else 0})
+
+
 def _handle(msg: Message, context: Context, step: str) -> Message:
     cfg = RunConfig.from_run_config(context.run_config)
     cid, num_partitions = _identity(context)
     config = dict(msg.content["config"]) if "config" in msg.content else {}
+    where = _state_folder(context, cfg, cid, config)
+    _restore(context, cid, config, where)
     call = ClientCall(
         cid=cid,
         num_partitions=num_partitions,
@@ -64,6 +91,9 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
     memory_key = state_key(cid, "forgetting")
     scores, memory = track_forgetting(step, call.server_round, reply.metrics, _to_numpy(context.state.get(memory_key)))
     context.state[memory_key] = _to_record(memory)
+    if where is not None:
+        client_state.save(where, call.server_round,
+                          {part: _to_numpy(context.state.get(state_key(cid, part))) for part in PARTS})
     metrics = MetricRecord({**scores, PARTITION_ID: cid})
     content = RecordDict({"metrics": metrics})
     if step == "train":

@@ -12,14 +12,25 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bouquet.metrics import PARTITION_ID, is_accuracy
 
+if TYPE_CHECKING:
+    from bouquet.config import RunConfig
+
 COLUMNS = ("round", "partition_id", "metric", "value")
+
+
+def output_root(cfg: RunConfig) -> Path:
+    """``output-dir``, else ``$BOUQUET_OUTPUT``, else ``~/bouquet-results`` (always absolute:
+    the ServerApp's cwd is wherever the SuperLink was started)."""
+    raw = cfg.output_dir or os.environ.get("BOUQUET_OUTPUT", "") or "~/bouquet-results"
+    return Path(raw).expanduser().resolve()
 
 
 class RunRecorder:

@@ -3,7 +3,6 @@ and write the results."""
 
 from __future__ import annotations
 
-import os
 import time
 from logging import INFO
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from bouquet import checkpoint
+from bouquet import checkpoint, client_state
 from bouquet import metrics as M
 from bouquet.clients.base import arrays_to_model
 from bouquet.clients.training import predict_arrays
@@ -24,19 +23,12 @@ from bouquet.config import ConfigError, RunConfig, data_spec
 from bouquet.datasets import GRAPH_DATASETS, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.registry import get_method
-from bouquet.results import RunRecorder, format_table
+from bouquet.results import RunRecorder, format_table, output_root
 from bouquet.seeding import seed_everything
 
 app = ServerApp()
 GRAPH_SETTINGS = (("Seen Graph", M.LOCAL_TEST), ("Unseen Node", M.UNSEEN_NODE),
                   ("Missing Class", M.MISSING_CLASS), ("New Client", M.NEW_CLIENT))
-
-
-def output_root(cfg: RunConfig) -> Path:
-    """``output-dir``, else ``$BOUQUET_OUTPUT``, else ``~/bouquet-results`` (always absolute:
-    the ServerApp's cwd is wherever the SuperLink was started)."""
-    raw = cfg.output_dir or os.environ.get("BOUQUET_OUTPUT", "") or "~/bouquet-results"
-    return Path(raw).expanduser().resolve()
 
 
 def run_name(cfg: RunConfig, num_clients: int, run_id: int) -> str:
@@ -139,13 +131,15 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
             server_round, {k: v.numpy() for k, v in arrays.items()}, strategy.state_arrays(),
             dict(evaluator.previous), list(recorder.rejections), cfg.to_run_config()))
 
+    # names the experiment for the clients' state snapshots (bouquet.client_state)
+    session = {client_state.STATE_KEY: recorder.run_dir.name, client_state.RESUMED_AFTER: 0 if ckpt is None else ckpt.round}
     strategy.start(
         grid=grid,
         initial_arrays=initial,
         num_rounds=cfg.num_server_rounds,
         timeout=cfg.round_timeout,
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
+        train_config=ConfigRecord(session),
+        evaluate_config=ConfigRecord(session),
         evaluate_fn=evaluator,
         first_round=1 if ckpt is None else ckpt.round + 1,
         on_round_end=save_checkpoint,

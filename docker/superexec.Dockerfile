@@ -20,6 +20,6 @@ COPY --chown=app:app pyproject.toml README.md ./
 COPY --chown=app:app bouquet ./bouquet
 RUN sed -i 's/.*flwr\[simulation\].*//' pyproject.toml \
     && python -m pip install --no-cache-dir . \
-    && mkdir -p /app/results
+    && mkdir -p /app/results /app/state
 
 ENTRYPOINT ["flower-superexec"]

@@ -152,7 +152,9 @@ def register_key(dep: Deployment, public_key: Path) -> str:
 
 def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | None, key: Path | None,
                     data_path: Path | None = None, name: str | None = None) -> subprocess.Popen:
-    node_config = f"partition-id={index} num-partitions={num_nodes}"
+    # each institution's own writable folder for its clients' state snapshots (resume)
+    state_dir = dep.folder / "state" / f"node-{index}"
+    node_config = f"partition-id={index} num-partitions={num_nodes} state-dir='{state_dir}'"
     if data_path is not None:
         node_config += f" data-path='{data_path.resolve()}'"
     cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{dep.port}", "--port", str(dep.port + 10 + index),

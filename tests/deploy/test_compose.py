@@ -528,6 +528,7 @@ def check_project(project: dict, raw: dict, name: str, *, tls: bool, auth: bool,
     link_tls = "--ssl-certfile" in lf
     ports_seen: set[str] = set()
     partitions: dict[int, str] = {}
+    state_volumes: set[str] = set()
     for node in nodes:
         n = node.rsplit("-", 1)[1]
         nf = argvs[node]["flags"]
@@ -569,6 +570,12 @@ def check_project(project: dict, raw: dict, name: str, *, tls: bool, auth: bool,
             errors.append(f"{name}:{app}: must mount exactly {want} (partition-id {pid}), has {[v['source'] for v in data]}")
         elif data[0]["target"] != data_path or not data[0]["read_only"]:
             errors.append(f"{name}:{app}: {want} must be mounted read-only at data-path {data_path}")
+        mounts = [v for v in services[app].get("volumes", []) if v.get("target") == cfg.get("state-dir")]
+        if len(mounts) != 1 or mounts[0].get("read_only") or mounts[0].get("type") != "volume" or \
+                mounts[0].get("source") in state_volumes:
+            errors.append(f"{name}:{app}: node-config state-dir {cfg.get('state-dir')!r} must be its own writable named volume")
+        else:
+            state_volumes.add(mounts[0]["source"])
         # TLS on the SuperNode's Runtime API iff its SuperExec connects with TLS
         node_tls = "--ssl-certfile" in nf
         if node_tls == ("--insecure" in af):
@@ -752,15 +759,18 @@ BROKEN = {  # case: (combination, mutation of the loaded files, expected finding
     "command as a string": ("base", lambda d: d["base"]["services"]["superexec-serverapp"].update(command="--insecure"),
                             "command must be a list of strings"),
     "duplicate partition-id": ("base", lambda d: _replace_in(
-        _cmd(d, "base", "supernode-2"), "partition-id=1 num-partitions=3 data-path='/data/partition'",
-        "partition-id=0 num-partitions=3 data-path='/data/partition'"), "partition-id 0 also used by supernode-1"),
+        _cmd(d, "base", "supernode-2"), "partition-id=1 num-partitions=3 data-path='/data/partition' state-dir='/app/state'",
+        "partition-id=0 num-partitions=3 data-path='/data/partition' state-dir='/app/state'"), "partition-id 0 also used by supernode-1"),
     "unquoted data-path": ("base", lambda d: _replace_in(
-        _cmd(d, "base", "supernode-3"), "partition-id=2 num-partitions=3 data-path='/data/partition'",
-        "partition-id=2 num-partitions=3 data-path=/data/partition"), "--node-config does not parse"),
+        _cmd(d, "base", "supernode-3"), "partition-id=2 num-partitions=3 data-path='/data/partition' state-dir='/app/state'",
+        "partition-id=2 num-partitions=3 data-path=/data/partition state-dir='/app/state'"), "--node-config does not parse"),
     "another institution's data": ("base", lambda d: d["base"]["services"]["superexec-clientapp-2"].update(
         volumes=["./partitions/partition_0:/data/partition:ro"]), "must mount exactly ./partitions/partition_1"),
     "writable data mount": ("base", lambda d: d["base"]["services"]["superexec-clientapp-1"].update(
         volumes=["./partitions/partition_0:/data/partition"]), "must be mounted read-only"),
+    "two institutions share a state volume": ("base", lambda d: _replace_in(
+        d["base"]["services"]["superexec-clientapp-2"]["volumes"], "state-2:/app/state", "state-1:/app/state"),
+        "must be its own writable named volume"),
     "no data mount": ("base", lambda d: d["base"]["services"]["superexec-clientapp-3"].pop("volumes"),
                       "must mount exactly ./partitions/partition_2"),
     "partition data in the ServerApp": ("base", lambda d: d["base"]["services"]["superexec-serverapp"]["volumes"].append(

@@ -112,12 +112,14 @@ def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder
     assert resumed.status == "finished:completed", resumed.output[-3000:]
     reference = simulate(tmp_path / "sim", 3, **{**cfg, "output-dir": str(tmp_path / "sim")})
 
-    def server(run):
-        rows = csv.DictReader((Path(run) / "metrics.csv").open())
-        return {(r["round"], r["metric"]): r["value"] for r in rows if r["partition_id"] == ""
-                and r["metric"] == "global_model@global_test"}
+    def rows(run):
+        return sorted(tuple(r.values()) for r in csv.DictReader((Path(run) / "metrics.csv").open()))
 
-    assert server(run_dir) == server(reference["run_dir"]) and len(server(run_dir)) == 4
+    # every row, clients' included: their state came back from the nodes' own state-dir
+    assert rows(run_dir) == rows(reference["run_dir"])
+    assert {r[0] for r in rows(run_dir)} == {"0", "1", "2", "3"}
+    assert sorted(p.name for p in (dep.folder / "state" / "node-0" / run_dir.name / "client-0").iterdir()) == \
+        ["r00002.npz", "r00003.npz"]
     ours, ref = checkpoint.load(run_dir), checkpoint.load(Path(reference["run_dir"]))
     assert ours.round == ref.round == 3
     assert all((ours.arrays[k] == ref.arrays[k]).all() for k in ref.arrays)
