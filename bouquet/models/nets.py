@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch_geometric.nn.models import GraphSAGE
 
 
 class SmallCNN(nn.Module):
@@ -77,6 +76,8 @@ class SAGE(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.5) -> None:
         super().__init__()
+        from torch_geometric.nn.models import GraphSAGE  # noqa: PLC0415 (1.4 s import; graphs only)
+
         self.gnn = GraphSAGE(in_features, hidden, num_layers=2, out_channels=num_classes, dropout=dropout)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
