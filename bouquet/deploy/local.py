@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -229,7 +228,7 @@ def _alive(pid: int) -> bool:
 def flwr_run(dep: Deployment, app: Path, run_config: dict | None = None, timeout: float = 600.0):
     """``flwr run <app> bouquet-local --stream`` against this deployment; the real status
     comes from ``flwr ls`` (``--stream`` exits 0 even when a run fails)."""
-    from bouquet.simulations.launch import LaunchResult, run_config_arg, run_status  # noqa: PLC0415
+    from bouquet.simulations.launch import RUN_STARTED, LaunchResult, run_config_arg, run_status  # noqa: PLC0415
 
     cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream"]
     if run_config:
@@ -241,7 +240,7 @@ def flwr_run(dep: Deployment, app: Path, run_config: dict | None = None, timeout
         output = out.stdout + out.stderr
     except subprocess.TimeoutExpired as exc:
         output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-    match = re.search(r"Successfully started run (\d+)", output)
+    match = RUN_STARTED.search(output)
     run_id = int(match.group(1)) if match else None
     status = run_status(run_id, dep.env(), cwd) if run_id is not None else "not-started"
     return LaunchResult(run_id, status, output)

@@ -23,6 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO / ".flwr"
 DEFAULT_PORT = 39391
+RUN_STARTED = re.compile(r"Successfully started run (\d+)")  # what `flwr run` prints once the run exists
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def launch(
             if echo:
                 sys.stdout.write(line)
                 sys.stdout.flush()
-            if run_id is None and (m := re.search(r"Successfully started run (\d+)", line)):
+            if run_id is None and (m := RUN_STARTED.search(line)):
                 run_id = int(m.group(1))
             if deadline is not None and time.monotonic() > deadline:
                 proc.kill()
