@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from bouquet.datasets.arrays import ArrayDataset, standardize, stratified_split
 from bouquet.datasets.files import dataset_files
@@ -24,6 +23,8 @@ def load_heart_disease(root: Path) -> ArrayDataset:
     the Swiss file) are left as recorded. Label: num > 0 (any disease).
     There is no official test split (x_test is None).
     """
+    import pandas as pd  # noqa: PLC0415  (only this loader needs it; keeps ClientApp start-up short)
+
     files = dataset_files("heart-disease", root)
     frames = []
     for hospital_id, hospital in enumerate(HOSPITALS):
