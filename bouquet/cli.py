@@ -38,6 +38,12 @@ def _export(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str) -> int | tuple[int, ...]:
+    if "," not in text:
+        return int(text)
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["deploy-local"]:  # its own parser (bouquet.deploy.local)
@@ -55,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("reproduce", help="a paper's comparison as a sweep of Flower simulations")
     rep.add_argument("preset", help="e.g. fedlog")
     rep.add_argument("--quick", action="store_true", help="the small version (minutes)")
-    rep.add_argument("--seeds", type=int, default=None)
+    rep.add_argument("--seeds", type=_seeds, default=None,
+                     help="N: seeds 0..N-1; a comma list (e.g. 1,2 or 2,): exactly those seeds")
     rep.add_argument("--out", type=Path, default=None, help="results folder")
     rep.add_argument("--datasets", default="", help="comma-separated subset")
     rep.add_argument("--methods", default="", help="comma-separated subset")

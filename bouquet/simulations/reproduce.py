@@ -30,7 +30,7 @@ class Preset:
     methods: tuple[str, ...]
     datasets: tuple[str, ...]
     clients: tuple[int, ...]
-    seeds: int
+    seeds: int | tuple[int, ...]  # a count (seeds 0..n-1) or the exact seeds
     settings: tuple[tuple[str, str], ...]  # (column title, metric)
     select_by: str | None  # None: no selection; accuracies are read over the final rounds
     run_config: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +42,10 @@ class Preset:
     final_window: int = 1  # select_by None: accuracies are the mean over the last rounds
     round_mean: tuple[str, ...] = ()  # metrics reported as their mean over all rounds
     overrides: dict[str, Any] = field(default_factory=dict)  # from the command line: win over all
+
+    @property
+    def seed_values(self) -> tuple[int, ...]:
+        return tuple(range(self.seeds)) if isinstance(self.seeds, int) else tuple(self.seeds)
 
     def clients_of(self, dataset: str) -> tuple[int, ...]:
         k = self.dataset_config.get(dataset, {}).get("num-supernodes")
@@ -190,7 +194,7 @@ def summarize_final(server: dict[int, dict[str, float]], preset: Preset) -> dict
 
 def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients_of(d) for s in range(preset.seeds)
+    jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients_of(d) for s in preset.seed_values
             for m in preset.methods]
     results, results_csv = [], out / "results.csv"
     bar = tqdm(jobs, desc="reproduce", unit="run")
@@ -309,7 +313,7 @@ def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
         plt.close(fig)
 
 
-def reproduce(name: str, *, quick: bool = False, seeds: int | None = None, out: Path | None = None,
+def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None, out: Path | None = None,
               datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
               clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
               rebuild_only: bool = False) -> Path:

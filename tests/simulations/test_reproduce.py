@@ -77,3 +77,20 @@ def test_sweep_run_again_keeps_finished_runs_and_runs_only_the_rest(tmp_path, mo
     assert calls[4:] == [("fedkper", 1)]  # only the failed run again
     assert [r["status"] for r in second] == ["finished:completed"] * 4
     assert [r["global_model@global_test"] for r in second] == pytest.approx([0.5, 0.5, 0.6, 0.6])
+
+
+def test_seeds_is_a_count_or_an_exact_list(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from bouquet import cli
+    from bouquet.simulations import reproduce as R
+
+    assert cli._seeds("3") == 3 and cli._seeds("1,2") == (1, 2) and cli._seeds("2,") == (2,)
+    with pytest.raises(ValueError):
+        cli._seeds("1,x")
+    assert replace(PRESETS["fedkper"], seeds=3).seed_values == (0, 1, 2)
+    calls = []
+    monkeypatch.setattr(R, "run_sweep", lambda preset, out: calls.append(preset.seed_values) or [])
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    R.reproduce("fedkper", seeds=(1, 2), datasets=("heart-disease",), out=tmp_path)
+    assert calls == [(1, 2)]
