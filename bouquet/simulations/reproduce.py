@@ -4,7 +4,8 @@ Each (method, dataset, clients, seed) is one ``flwr run`` (through ``launch``, o
 SuperLink for the whole sweep). Per run, the reported round is the one with the best
 validation accuracy (latest on ties), and every setting's test accuracy is read at that
 round. Results: ``results.csv`` (one row per run), ``table.md`` (mean ± std over seeds;
-rows = methods, columns = settings), ``<dataset>.png`` bar charts, and each run's own folder.
+rows = methods, columns = settings), ``<dataset>.png`` bar charts, ``<dataset>-rounds.png``
+(every setting per round, mean over seeds), and each run's own folder.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str,
             if done:  # the same command again continues an interrupted sweep
                 meta = json.loads(done[-1].read_text())
                 results.append({"method": method, "dataset": dataset, "clients": k, "seed": seed,
-                                "status": "finished:completed", "seconds": meta.get("wall_seconds")}
+                                "status": "finished:completed", "seconds": meta.get("wall_seconds"),
+                                "run": str(done[-1].parent.relative_to(out))}
                                | summarize_run(done[-1].parent, preset))
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {done[-1].parent}")
                 write_csv(results, results_csv)
@@ -221,7 +223,7 @@ def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str,
                                    "status": res.status, "seconds": round(time.monotonic() - t0, 1)}
             summaries = sorted(run_out.glob("*/summary.json"))
             if res.ok and summaries:
-                row |= summarize_run(summaries[-1].parent, preset)
+                row |= {"run": str(summaries[-1].parent.relative_to(out))} | summarize_run(summaries[-1].parent, preset)
             else:
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: {res.status}\n{res.output[-2000:]}")
             results.append(row)
@@ -241,7 +243,8 @@ def rebuild(preset: Preset, out: Path) -> list[dict[str, Any]]:
         meta = json.loads(summary_path.read_text())
         variant, scenario = summary_path.parent.parent.name.rsplit("_", 3)[:2]  # {method}_{dataset}_k{K}_s{seed}
         row = {"method": variant, "dataset": scenario, "clients": meta["clients"], "seed": meta["seed"],
-               "status": "finished:completed", "seconds": meta.get("wall_seconds")}
+               "status": "finished:completed", "seconds": meta.get("wall_seconds"),
+               "run": str(summary_path.parent.relative_to(out))}
         results.append(row | summarize_run(summary_path.parent, preset))
     write_csv(results, out / "results.csv")
     return results
@@ -313,6 +316,55 @@ def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
         plt.close(fig)
 
 
+def round_curves(results: list[dict[str, Any]], out: Path) -> dict[tuple[str, str, int], dict[str, list[float]]]:
+    """Per (dataset, clients, method): each server metric's per-round mean over the seeds' runs
+    (rows with a ``run`` folder under ``out``); rounds where no run has the metric are NaN."""
+    by_group: dict[tuple[str, str, int], list[dict[int, dict[str, float]]]] = defaultdict(list)
+    for r in results:
+        if r.get("run") and (out / r["run"] / "metrics.csv").is_file():
+            by_group[(r["dataset"], r["method"], r["clients"])].append(read_rows(out / r["run"] / "metrics.csv")[0])
+    curves: dict[tuple[str, str, int], dict[str, list[float]]] = {}
+    for group, runs in by_group.items():
+        last = max(max(run) for run in runs)
+        metrics = {m for run in runs for row in run.values() for m in row}
+        curves[group] = {m: [statistics.fmean(vals) if (vals := [run[rnd][m] for run in runs
+                                                                  if m in run.get(rnd, {}) and run[rnd][m] == run[rnd][m]])
+                             else math.nan for rnd in range(last + 1)] for m in metrics}
+    return curves
+
+
+def plot_curves(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
+    """``<dataset>-rounds.png``: each setting over rounds, one line per method (mean over seeds)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    curves = round_curves(results, out)
+    for dataset, k in sorted({(d, k) for d, _, k in curves}):
+        cols = min(3, len(preset.settings))
+        rows = math.ceil(len(preset.settings) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+        for ax in axes.flat[len(preset.settings):]:
+            ax.axis("off")
+        for ax, (title, metric) in zip(axes.flat, preset.settings, strict=False):
+            for method in preset.methods:
+                series = curves.get((dataset, method, k), {}).get(metric)
+                if series and any(v == v for v in series):
+                    ax.plot(range(len(series)), series, label=method, lw=1.2)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("round", fontsize=8)
+            ax.grid(alpha=0.3)
+        seeds = len({r["seed"] for r in results if r["dataset"] == dataset and r.get("run")})
+        fig.suptitle(f"{dataset}, {k} clients: mean over {seeds} seed{'s' if seeds > 1 else ''} per round", fontsize=10)
+        handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+        if handles:  # one legend for every method, wherever its lines are
+            axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{dataset}-rounds.png", dpi=110)
+        plt.close(fig)
+
+
 def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None, out: Path | None = None,
               datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
               clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
@@ -348,6 +400,7 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
             f"{table}\n## Same runs, rounds selected with the FedLoG code's validation weighting\n\n{code_table}"
             f"\n## Same runs, final round (no selection)\n\n{last_table}")
     plot(results, preset, out)
+    plot_curves(results, preset, out)
     print(table)
     print(f"[reproduce] results in {out} (results.csv, table.md, *.png)")
     return out

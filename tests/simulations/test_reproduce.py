@@ -94,3 +94,29 @@ def test_seeds_is_a_count_or_an_exact_list(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "plot", lambda *a: None)
     R.reproduce("fedkper", seeds=(1, 2), datasets=("heart-disease",), out=tmp_path)
     assert calls == [(1, 2)]
+
+
+def test_round_curves_average_each_round_over_seeds_and_plot(tmp_path):
+    from bouquet.simulations.reproduce import plot_curves, round_curves
+
+    def run(name, rows):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.csv").write_text(
+            "round,partition_id,metric,value\n" + "".join(f"{r},{p},{m},{v}\n" for r, p, m, v in rows))
+        return name
+
+    g, nfr = "global_model@global_test", "nfr:global_model@global_test"
+    results = [
+        {"method": "fedavg", "dataset": "d", "clients": 4, "seed": 0,
+         "run": run("a", [(0, "", g, 0.1), (1, "", g, 0.4), (1, "0", g, 0.9), (2, "", g, 0.6), (2, "", nfr, 0.2)])},
+        {"method": "fedavg", "dataset": "d", "clients": 4, "seed": 1,
+         "run": run("b", [(0, "", g, 0.3), (1, "", g, 0.6), (2, "", g, "nan")])},
+        {"method": "fedkper", "dataset": "d", "clients": 4, "seed": 0},  # no run folder (an older table's row)
+    ]
+    curves = round_curves(results, tmp_path)
+    assert set(curves) == {("d", "fedavg", 4)}
+    assert curves[("d", "fedavg", 4)][g] == pytest.approx([0.2, 0.5, 0.6])  # client rows ignored; NaN skipped
+    nfr_curve = curves[("d", "fedavg", 4)][nfr]
+    assert nfr_curve[2] == pytest.approx(0.2) and all(v != v for v in nfr_curve[:2])
+    plot_curves(results, PRESETS["fedkper"], tmp_path)
+    assert (tmp_path / "d-rounds.png").stat().st_size > 0
