@@ -351,12 +351,12 @@ def plot_curves(results: list[dict[str, Any]], preset: Preset, out: Path) -> Non
             for method in preset.methods:
                 series = curves.get((dataset, method, k), {}).get(metric)
                 if series and any(v == v for v in series):
-                    ax.plot(range(len(series)), series, label=method, lw=1.2)
+                    n = len({r["seed"] for r in results if r.get("run") and (r["dataset"], r["method"], r["clients"]) == (dataset, method, k)})
+                    ax.plot(range(len(series)), series, label=f"{method} ({n} seed{'s' if n > 1 else ''})", lw=1.2)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("round", fontsize=8)
             ax.grid(alpha=0.3)
-        seeds = len({r["seed"] for r in results if r["dataset"] == dataset and r.get("run")})
-        fig.suptitle(f"{dataset}, {k} clients: mean over {seeds} seed{'s' if seeds > 1 else ''} per round", fontsize=10)
+        fig.suptitle(f"{dataset}, {k} clients: each round's mean over seeds", fontsize=10)
         handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
         if handles:  # one legend for every method, wherever its lines are
             axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7)
