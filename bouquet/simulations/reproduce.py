@@ -275,14 +275,18 @@ def markdown_table(results: list[dict[str, Any]], preset: Preset, prefix: str = 
     for dataset, k in groups:
         rows = [r for r in results if r["dataset"] == dataset and r["clients"] == k]
         seeds = len({r["seed"] for r in rows})
-        lines += [f"### {dataset}, {k} clients ({seeds} seed{'s' if seeds > 1 else ''})", "",
+        per_method = {m: len({r["seed"] for r in rows if r["method"] == m}) for m in preset.methods}
+        uneven = len({n for n in per_method.values() if n}) > 1  # then each row says its own count
+        lines += [f"### {dataset}, {k} clients ({seeds} seed{'s' if seeds > 1 else ''}"
+                  f"{'; per method in brackets' if uneven else ''})", "",
                   "| method | " + " | ".join(t for t, _ in preset.settings) + " |",
                   "|---|" + "---|" * len(preset.settings)]
         for method in preset.methods:
             mine = [r for r in rows if r["method"] == method]
             if mine:
                 cells = [mean_std([r.get(prefix + metric) for r in mine]) for _, metric in preset.settings]
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+                label = f"{method} ({per_method[method]} seed{'s' if per_method[method] > 1 else ''})" if uneven else method
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

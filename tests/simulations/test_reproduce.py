@@ -120,3 +120,13 @@ def test_round_curves_average_each_round_over_seeds_and_plot(tmp_path):
     assert nfr_curve[2] == pytest.approx(0.2) and all(v != v for v in nfr_curve[:2])
     plot_curves(results, PRESETS["fedkper"], tmp_path)
     assert (tmp_path / "d-rounds.png").stat().st_size > 0
+
+
+def test_markdown_table_names_each_methods_seed_count_when_they_differ():
+    preset = PRESETS["fedkper"]
+    results = [{"method": m, "dataset": "cifar10-a0.1", "clients": 20, "seed": s, "global_model@global_test": 0.3}
+               for m, seeds in (("fedkper", (0, 1, 2)), ("ditto", (0,))) for s in seeds]
+    lines = markdown_table(results, preset).splitlines()
+    assert lines[0] == "### cifar10-a0.1, 20 clients (3 seeds; per method in brackets)"
+    assert lines[4].startswith("| fedkper (3 seeds) | 30.0 ± 0.0 |")
+    assert lines[5].startswith("| ditto (1 seed) | 30.0 ± 0.0 |")
