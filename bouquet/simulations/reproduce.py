@@ -320,13 +320,17 @@ def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
         plt.close(fig)
 
 
+def _plotted_runs(results: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """The result rows whose run folder under ``out`` still has its ``metrics.csv``."""
+    return [r for r in results if r.get("run") and (out / r["run"] / "metrics.csv").is_file()]
+
+
 def round_curves(results: list[dict[str, Any]], out: Path) -> dict[tuple[str, str, int], dict[str, list[float]]]:
     """Per (dataset, clients, method): each server metric's per-round mean over the seeds' runs
     (rows with a ``run`` folder under ``out``); rounds where no run has the metric are NaN."""
     by_group: dict[tuple[str, str, int], list[dict[int, dict[str, float]]]] = defaultdict(list)
-    for r in results:
-        if r.get("run") and (out / r["run"] / "metrics.csv").is_file():
-            by_group[(r["dataset"], r["method"], r["clients"])].append(read_rows(out / r["run"] / "metrics.csv")[0])
+    for r in _plotted_runs(results, out):
+        by_group[(r["dataset"], r["method"], r["clients"])].append(read_rows(out / r["run"] / "metrics.csv")[0])
     curves: dict[tuple[str, str, int], dict[str, list[float]]] = {}
     for group, runs in by_group.items():
         last = max(max(run) for run in runs)
@@ -344,7 +348,7 @@ def plot_curves(results: list[dict[str, Any]], preset: Preset, out: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    curves = round_curves(results, out)
+    curves, plotted = round_curves(results, out), _plotted_runs(results, out)
     for dataset, k in sorted({(d, k) for d, _, k in curves}):
         cols = min(3, len(preset.settings))
         rows = math.ceil(len(preset.settings) / cols)
@@ -355,7 +359,7 @@ def plot_curves(results: list[dict[str, Any]], preset: Preset, out: Path) -> Non
             for method in preset.methods:
                 series = curves.get((dataset, method, k), {}).get(metric)
                 if series and any(v == v for v in series):
-                    n = len({r["seed"] for r in results if r.get("run") and (r["dataset"], r["method"], r["clients"]) == (dataset, method, k)})
+                    n = sum((r["dataset"], r["method"], r["clients"]) == (dataset, method, k) for r in plotted)
                     ax.plot(range(len(series)), series, label=f"{method} ({n} seed{'s' if n > 1 else ''})", lw=1.2)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("round", fontsize=8)

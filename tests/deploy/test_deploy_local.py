@@ -17,7 +17,10 @@ from bouquet.deploy.local import deploy, flwr_run, make_node_key, start_supernod
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = os.environ.get("BOUQUET_DATA", str(REPO.parent / "shared" / "data"))
-RUN = {"method": "fedavg", "dataset": "digits", "partitioner": "iid", "batch-size": 32, "data-dir": DATA}
+# fraction-evaluate=0: a deployed message costs a new ClientApp process (seconds), and these tests are
+# about the deployment, not about client-side evaluation, which the simulation tests cover
+RUN = {"method": "fedavg", "dataset": "digits", "partitioner": "iid", "batch-size": 32, "data-dir": DATA,
+       "fraction-evaluate": 0.0}
 
 
 @pytest.fixture
