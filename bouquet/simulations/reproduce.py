@@ -238,6 +238,13 @@ def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str,
 
 def rebuild(preset: Preset, out: Path) -> list[dict[str, Any]]:
     """results.csv again from the run folders of an earlier sweep (no re-running)."""
+    results = scan(preset, out)
+    write_csv(results, out / "results.csv")
+    return results
+
+
+def scan(preset: Preset, out: Path) -> list[dict[str, Any]]:
+    """One result row per finished run folder under ``out/runs``."""
     results = []
     for summary_path in sorted(out.glob("runs/*/*/summary.json")):
         meta = json.loads(summary_path.read_text())
@@ -246,7 +253,6 @@ def rebuild(preset: Preset, out: Path) -> list[dict[str, Any]]:
                "status": "finished:completed", "seconds": meta.get("wall_seconds"),
                "run": str(summary_path.parent.relative_to(out))}
         results.append(row | summarize_run(summary_path.parent, preset))
-    write_csv(results, out / "results.csv")
     return results
 
 
@@ -393,11 +399,15 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
     if overrides:
         preset = replace(preset, overrides={**preset.overrides, **overrides})
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
-    results = rebuild(preset, out) if rebuild_only else run_sweep(preset, out)
     if rebuild_only:
-        preset = replace(preset, methods=tuple(dict.fromkeys(
-            [m for m in preset.methods if any(r["method"] == m for r in results)]
-            + [r["method"] for r in results])))
+        results = rebuild(preset, out)
+    else:  # a subset run into a folder that holds earlier runs: results and table cover them all
+        results = run_sweep(preset, out)
+        ours = {r.get("run") for r in results}
+        results += [r for r in scan(preset, out) if r["run"] not in ours]
+        write_csv(results, out / "results.csv")
+    preset = replace(preset, methods=tuple(dict.fromkeys(
+        [m for m in preset.methods if any(r["method"] == m for r in results)] + [r["method"] for r in results])))
     table = markdown_table(results, preset)
     if preset.select_by is None:
         (out / "table.md").write_text(table)

@@ -96,6 +96,33 @@ def test_seeds_is_a_count_or_an_exact_list(tmp_path, monkeypatch):
     assert calls == [(1, 2)]
 
 
+def test_a_subset_run_into_a_sweep_folder_keeps_the_earlier_runs_in_results_and_table(tmp_path, monkeypatch):
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    from bouquet.simulations import launch as launch_mod
+    from bouquet.simulations import reproduce as R
+
+    def fake_launch(config, **_):
+        run = Path(config["output-dir"]) / "run"
+        run.mkdir(parents=True)
+        acc = {"fedavg": 0.5, "fedkper": 0.7}[config["method"]] + config["seed"] / 10
+        (run / "metrics.csv").write_text(f"round,partition_id,metric,value\n1,,global_model@global_test,{acc}\n")
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "clients": 4, "seed": config["seed"]}))
+        return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(launch_mod, "stop_superlink", lambda *a, **k: None)
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
+    R.reproduce("fedkper", seeds=(1,), datasets=("heart-disease",), methods=("fedkper",), out=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert sorted((r["method"], r["seed"]) for r in rows) == [("fedavg", "0"), ("fedkper", "1")]
+    table = (tmp_path / "table.md").read_text()
+    assert "| fedavg | 50.0 ± 0.0 |" in table and "| fedkper | 80.0 ± 0.0 |" in table
+
+
 def test_round_curves_average_each_round_over_seeds_and_plot(tmp_path):
     from bouquet.simulations.reproduce import plot_curves, round_curves
 
