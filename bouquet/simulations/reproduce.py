@@ -236,17 +236,13 @@ def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str,
     return results
 
 
-def rebuild(preset: Preset, out: Path) -> list[dict[str, Any]]:
-    """results.csv again from the run folders of an earlier sweep (no re-running)."""
-    results = scan(preset, out)
-    write_csv(results, out / "results.csv")
-    return results
-
-
-def scan(preset: Preset, out: Path) -> list[dict[str, Any]]:
-    """One result row per finished run folder under ``out/runs``."""
+def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """One result row per finished run folder under ``out/runs`` (no re-running), except the
+    folders in ``skip`` (relative to ``out``)."""
     results = []
     for summary_path in sorted(out.glob("runs/*/*/summary.json")):
+        if str(summary_path.parent.relative_to(out)) in skip:
+            continue
         meta = json.loads(summary_path.read_text())
         variant, scenario = summary_path.parent.parent.name.rsplit("_", 3)[:2]  # {method}_{dataset}_k{K}_s{seed}
         row = {"method": variant, "dataset": scenario, "clients": meta["clients"], "seed": meta["seed"],
@@ -399,13 +395,10 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
     if overrides:
         preset = replace(preset, overrides={**preset.overrides, **overrides})
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
-    if rebuild_only:
-        results = rebuild(preset, out)
-    else:  # a subset run into a folder that holds earlier runs: results and table cover them all
-        results = run_sweep(preset, out)
-        ours = {r.get("run") for r in results}
-        results += [r for r in scan(preset, out) if r["run"] not in ours]
-        write_csv(results, out / "results.csv")
+    # a subset run into a folder that holds earlier runs: results and table cover them all
+    results = [] if rebuild_only else run_sweep(preset, out)
+    results += scan(preset, out, skip={r["run"] for r in results if r.get("run")})
+    write_csv(results, out / "results.csv")
     preset = replace(preset, methods=tuple(dict.fromkeys(
         [m for m in preset.methods if any(r["method"] == m for r in results)] + [r["method"] for r in results])))
     table = markdown_table(results, preset)
