@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 
-def _parse_overrides(text: str) -> dict[str, object]:
-    """``"method='fedprox' num-server-rounds=5"`` -> dict, using TOML value syntax."""
-    import tomllib  # noqa: PLC0415
+def _parse_overrides(texts: list[str] | None) -> dict[str, object]:
+    """``--run-config`` strings (or a .toml file) -> dict, with Flower's own parser."""
+    from bouquet.preflight import parse_overrides  # noqa: PLC0415
 
-    return tomllib.loads("\n".join(f'"{k}" = {v}' for k, v in (p.split("=", 1) for p in text.split()))) if text else {}
+    return parse_overrides(texts or [])
 
 
 def _export(ns: argparse.Namespace) -> int:
@@ -44,6 +44,70 @@ def _seeds(text: str) -> int | tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
+def _version() -> str:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    return f"{version('bouquet')} (flwr {version('flwr')}, torch {version('torch')})"
+
+
+def _run(ns: argparse.Namespace) -> int:
+    """Preflight (a second or two), then one simulation; the last line says how it ended."""
+    import os  # noqa: PLC0415
+
+    from bouquet.preflight import PreflightError, check_run  # noqa: PLC0415
+
+    try:
+        overrides = _parse_overrides(ns.run_config)
+        # Explicit paths: a SuperLink's environment may not be this shell's.
+        for key, env in (("data-dir", "BOUQUET_DATA"), ("output-dir", "BOUQUET_OUTPUT")):
+            if key not in overrides and os.environ.get(env):
+                overrides[key] = os.path.abspath(os.path.expanduser(os.environ[env]))
+        cfg = check_run(overrides, ns.num_supernodes, ns.cpus_per_client, ns.gpus_per_client)
+    except PreflightError as exc:
+        print(f"bouquet run: error: {exc}", file=sys.stderr)
+        return 2
+    from bouquet.results import output_root  # noqa: PLC0415
+    from bouquet.simulations.launch import launch  # noqa: PLC0415
+
+    print(f"[bouquet] checked: {cfg.method} on {cfg.dataset} ({cfg.partitioner}, {ns.num_supernodes} clients, "
+          f"{cfg.num_server_rounds} rounds, seed {cfg.seed}); results under {output_root(cfg)}", flush=True)
+    try:
+        result = launch(overrides, num_supernodes=ns.num_supernodes, cpus_per_client=ns.cpus_per_client,
+                        gpus_per_client=ns.gpus_per_client, echo="bouquet" if ns.quiet else True,
+                        verbose=ns.verbose)
+    except KeyboardInterrupt:
+        print("\n[bouquet] interrupted: the run and its SuperLink were stopped", file=sys.stderr)
+        return 130
+    if result.ok:
+        print(f"[bouquet] run {result.run_id}: {result.status}")
+        return 0
+    print(f"[bouquet] run {result.run_id}: {result.status}: {result.reason}", file=sys.stderr)
+    return 1
+
+
+def _list(what: str) -> int:
+    """Every valid choice, from the same tables the config validates against."""
+    import dataclasses  # noqa: PLC0415
+
+    from bouquet.config import RunConfig  # noqa: PLC0415
+    from bouquet.datasets import DATASETS, PARTITIONERS  # noqa: PLC0415
+    from bouquet.registry import METHODS  # noqa: PLC0415
+    from bouquet.simulations.reproduce import PRESETS  # noqa: PLC0415
+
+    sections = {
+        "methods": [f"{name:10s} {m.summary}" + ("" if m.datasets == DATASETS else f" [{', '.join(m.datasets)}]")
+                    for name, m in METHODS.items()],
+        "datasets": list(DATASETS),
+        "partitioners": list(PARTITIONERS),
+        "presets": list(PRESETS),
+        "keys": [f"{f.name.replace('_', '-'):24s} {f.default!r}" for f in dataclasses.fields(RunConfig)],
+    }
+    for name, lines in sections.items():
+        if what in ("all", name):
+            print(f"{name}:" if what == "all" else "", *[f"  {ln}" for ln in lines], sep="\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["deploy-local"]:  # its own parser (bouquet.deploy.local)
@@ -51,13 +115,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return deploy_main(argv[1:])
     parser = argparse.ArgumentParser(prog="bouquet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bouquet {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="one federated experiment via `flwr run` (simulation)")
-    run.add_argument("--run-config", default="", help="overrides, e.g. \"method='fedprox' dataset='digits'\"")
-    run.add_argument("--num-supernodes", type=int, default=3, help="number of (virtual) clients")
-    run.add_argument("--cpus-per-client", type=float, default=1)
-    run.add_argument("--gpus-per-client", type=float, default=0.0)
-    run.add_argument("--keep-superlink", action="store_true", help="leave the managed SuperLink running")
+    run = sub.add_parser("run", help="one federated experiment via `flwr run` (simulation)",
+                         description="Check the config, data and machine, start a private SuperLink on a free "
+                         "port, run one simulation through `flwr run`, print its real status.")
+    run.add_argument("--run-config", action="append", metavar="'KEY=VALUE ...' | FILE.toml",
+                     help="run-config overrides in Flower's syntax (strings in quotes), or a TOML file; "
+                     "repeatable, later wins; keys: `bouquet list keys`")
+    run.add_argument("--num-supernodes", type=int, default=3, help="number of simulated clients (default 3)")
+    run.add_argument("--cpus-per-client", type=int, default=1,
+                     help="CPU cores per client (default 1: as many parallel clients as cores)")
+    run.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per client (needs a CUDA GPU)")
+    noise = run.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="print only Bouquet's lines and errors")
+    noise.add_argument("-v", "--verbose", action="store_true", help="Flower's DEBUG log with timestamps")
     rep = sub.add_parser("reproduce", help="a paper's comparison as a sweep of Flower simulations")
     rep.add_argument("preset", help="e.g. fedlog")
     rep.add_argument("--quick", action="store_true", help="the small version (minutes)")
@@ -67,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--datasets", default="", help="comma-separated subset")
     rep.add_argument("--methods", default="", help="comma-separated subset")
     rep.add_argument("--clients", default="", help="comma-separated subset, e.g. 3,5")
-    rep.add_argument("--run-config", default="", help="overrides for every run, e.g. \"local-epochs=5\"")
+    rep.add_argument("--run-config", action="append", metavar="'KEY=VALUE ...'",
+                     help="overrides for every run, e.g. \"local-epochs=5\" (repeatable)")
     rep.add_argument("--rebuild", action="store_true", help="only rebuild results.csv/table.md/plots from --out")
+    rep.add_argument("--export-toml", type=Path, default=None, metavar="DIR",
+                     help="run nothing: write one run-config TOML per (dataset, method, clients) cell to DIR, "
+                          "for `flwr run <app> --run-config DIR/<cell>.toml`")
     exp = sub.add_parser("export-partitions", help="write each client's partition to DIR/partition_<i>/ "
                          "for a SuperNode started with --node-config \"data-path='DIR/partition_<i>'\"")
     exp.add_argument("--dataset", required=True)
@@ -83,46 +159,46 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--graph-missing-classes", type=int, default=None)
     exp.add_argument("--data-dir", default=None, help="raw data root (default: $BOUQUET_DATA)")
     exp.add_argument("--force", action="store_true", help="write into a non-empty DIR")
-    bench = sub.add_parser("bench", help="plain PyTorch loop vs Flower simulation, same local training")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    from bouquet.simulations.bench import add_arguments as bench_arguments  # noqa: PLC0415 (light)
+
+    bench_arguments(sub.add_parser("bench", help="plain PyTorch loop vs Flower simulation, same local training",
+                                   description="Plain PyTorch loop vs Flower simulation, same local training."))
+    lst = sub.add_parser("list", help="the valid choices: methods, datasets, partitioners, presets, run-config keys")
+    lst.add_argument("what", nargs="?", default="all", choices=("all", "methods", "datasets", "partitioners",
+                                                                  "presets", "keys"))
     sub.add_parser("deploy-local", help="SuperLink + N SuperNodes on 127.0.0.1 (TLS, node auth); see its --help")
     ns = parser.parse_args(argv)
 
     if ns.command == "run":
-        import os  # noqa: PLC0415
-
-        from bouquet.simulations.launch import launch  # noqa: PLC0415
-
-        overrides = _parse_overrides(ns.run_config)
-        # Explicit paths: a SuperLink's environment may not be this shell's.
-        for key, env in (("data-dir", "BOUQUET_DATA"), ("output-dir", "BOUQUET_OUTPUT")):
-            if key not in overrides and os.environ.get(env):
-                overrides[key] = os.path.abspath(os.environ[env])
-        result = launch(
-            overrides,
-            num_supernodes=ns.num_supernodes,
-            cpus_per_client=ns.cpus_per_client,
-            gpus_per_client=ns.gpus_per_client,
-            keep_superlink=ns.keep_superlink,
-        )
-        print(f"[bouquet] run {result.run_id}: {result.status}")
-        return 0 if result.ok else 1
+        return _run(ns)
+    if ns.command == "list":
+        return _list(ns.what)
     if ns.command == "reproduce":
         from bouquet.simulations.reproduce import PRESETS, reproduce  # noqa: PLC0415
 
         if ns.preset not in PRESETS:
             parser.error(f"unknown preset {ns.preset!r}; choose one of {', '.join(PRESETS)}")
         split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
-        reproduce(ns.preset, quick=ns.quick, seeds=ns.seeds, out=ns.out, datasets=split(ns.datasets),
-                  methods=split(ns.methods), clients=tuple(int(k) for k in split(ns.clients)),
-                  overrides=_parse_overrides(ns.run_config), rebuild_only=ns.rebuild)
+        subset = {"quick": ns.quick, "seeds": ns.seeds, "datasets": split(ns.datasets), "methods": split(ns.methods),
+                  "clients": tuple(int(k) for k in split(ns.clients)), "overrides": _parse_overrides(ns.run_config)}
+        if ns.export_toml is not None:
+            from bouquet.config import ConfigError  # noqa: PLC0415
+            from bouquet.simulations.reproduce import export_run_configs  # noqa: PLC0415
+
+            try:
+                written = export_run_configs(ns.preset, ns.export_toml, **subset)
+            except ConfigError as exc:
+                parser.error(str(exc))
+            print(f"[reproduce] {len(written)} run-config files in {ns.export_toml} (the command is in each file's header)")
+            return 0
+        reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, **subset)
         return 0
     if ns.command == "export-partitions":
         return _export(ns)
 
-    from bouquet.simulations.bench import main as bench_main  # noqa: PLC0415
+    from bouquet.simulations.bench import run as bench_run  # noqa: PLC0415
 
-    return bench_main(ns.args)
+    return bench_run(ns)
 
 
 if __name__ == "__main__":

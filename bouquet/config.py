@@ -85,9 +85,11 @@ class RunConfig:
         fields = {_key(f): f for f in dataclasses.fields(cls)}
         unknown = sorted(set(run_config) - set(fields))
         if unknown:
-            raise ConfigError(
-                f"unknown run-config key(s) {unknown}; valid keys: {sorted(fields)}"
-            )
+            import difflib  # noqa: PLC0415
+
+            hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, fields, 1)) else repr(k)
+                     for k in unknown]
+            raise ConfigError(f"unknown run-config key {', '.join(hints)}; valid keys: {', '.join(sorted(fields))}")
         values = {}
         for key, f in fields.items():
             if key in run_config:

@@ -1,10 +1,17 @@
-"""Run results as files: ``metrics.csv`` (appended every round), ``summary.json``, a plot.
+"""Run results as files in one run folder.
 
 ``metrics.csv`` is long format ``round, partition_id, metric, value``; rows with an empty
 partition id are the server's (aggregates over clients, or scores of the global model on
 server-side data). Rows are appended and flushed as they arrive, so a crash loses nothing
 already computed. Wall-clock times go to ``summary.json`` only, so the same seed gives a
 byte-identical ``metrics.csv``.
+
+Figures (server rows; one kind of quantity each, a figure without data is not written):
+``accuracy.png`` (every ``<model>@<data>`` accuracy, the method's ``headline_metrics`` thick),
+``forgetting.png`` (``nfr:``/``pfr:`` flip rates and ``bwt``), ``loss.png`` (``train_loss``),
+``partition.png`` + ``partition.csv`` (``client, class, count``: samples, or graph nodes, per
+class in each client's partition, train and local test together; ``held-out`` is Louvain's
+held-out subgraph).
 """
 
 from __future__ import annotations
@@ -18,12 +25,49 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from bouquet import metrics as M
+from bouquet.datasets.loaders import GRAPH_DATASETS
 from bouquet.metrics import PARTITION_ID, is_accuracy
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from bouquet.config import RunConfig
+    from bouquet.datasets import DataSpec
 
 COLUMNS = ("round", "partition_id", "metric", "value")
+FLIPS = (M.NFR, M.PFR)
+
+
+def headline_metrics(method: str, dataset: str) -> tuple[tuple[str, str], ...]:
+    """(short label, metric) pairs that matter for ``method`` on ``dataset``: the round log line
+    and the thick lines of ``accuracy.png`` both use these. Graphs: FedLoG's four settings of
+    each client's model after local training; else the global model on the global test (none
+    for ``local``) and the local/personal model on its local test; then the train loss."""
+    if dataset in GRAPH_DATASETS:
+        acc = tuple((label, M.name("local_model", data)) for label, data in (
+            ("seen", M.LOCAL_TEST), ("unseen", M.UNSEEN_NODE), ("missing", M.MISSING_CLASS), ("new", M.NEW_CLIENT)))
+    else:
+        acc = (() if method == "local" else (("global", M.GLOBAL_GLOBAL),)) + (("local", M.name("local_model", M.LOCAL_TEST)),)
+    return (*acc, ("loss", M.TRAIN_LOSS))
+
+
+def headline_text(values: Mapping[str, float], method: str, dataset: str) -> str:
+    """``seen=0.812 unseen=0.790 ...``: the headline metrics present in ``values``."""
+    shown = [(label, values[key]) for label, key in headline_metrics(method, dataset) if key in values]
+    return " ".join(f"{label}={v:.3f}" for label, v in shown if math.isfinite(v))
+
+
+def kind_of(key: str) -> str | None:
+    """Which figure a server metric belongs to: ``accuracy``, ``forgetting``, ``loss`` or None.
+    Flip rates carry ``@`` too, so they must be sorted out before ``is_accuracy``."""
+    if key == M.BWT or key.split(":", 1)[0] in FLIPS:
+        return "forgetting"
+    if key == M.TRAIN_LOSS:
+        return "loss"
+    return "accuracy" if is_accuracy(key) else None
 
 
 def output_root(cfg: RunConfig) -> Path:
@@ -109,7 +153,8 @@ class RunRecorder:
             "wall_seconds": round(time.monotonic() - self._t0, 3),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-        plot_accuracy(self.server, self.run_dir / "accuracy.png", title=self._title())
+        headline = [key for _, key in headline_metrics(str(self.meta.get("method")), str(self.meta.get("dataset")))]
+        plot_run(self.server, self.run_dir, title=self._title(), headline=headline)
         return summary
 
     def _title(self) -> str:
@@ -117,31 +162,115 @@ class RunRecorder:
         return f"{m.get('method')} on {m.get('dataset')} ({m.get('partitioner')}, {m.get('clients')} clients, seed {m.get('seed')})"
 
 
-def plot_accuracy(server: Mapping[int, Mapping[str, float]], path: Path, title: str = "") -> None:
-    """One line per accuracy metric over rounds."""
-    import matplotlib  # noqa: PLC0415 (only the end of a run needs it)
+FIGURES = (("accuracy", "accuracy", (0.0, 1.0)), ("forgetting", "flip rate / backward transfer", None),
+           ("loss", "train loss", None))  # (kind_of, y label, y limits); file = <kind>.png
+
+
+def _pyplot():
+    import matplotlib  # noqa: PLC0415 (only plots need it)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _colours(n: int) -> list:
+    """n distinct colours: tab10; tab20 dark shades first, then light; else a sampled map."""
+    plt = _pyplot()
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in (*range(0, 20, 2), *range(1, 20, 2))][:n]
+    return [plt.get_cmap("turbo")(i / (n - 1)) for i in range(n)]
+
+
+def line_figure(series: Mapping[str, list[tuple[int, float]]], headline: list[str] | tuple[str, ...] = (),
+                ylabel: str = "", ylim: tuple[float, float] | None = None, title: str = "") -> Figure:
+    """Metric-per-line figure over rounds: ``headline`` lines first, thick and opaque, the rest
+    thin and (when a headline is present) faded; the legend sits right of the axes so it never
+    hides data."""
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
-    names = sorted({k for row in server.values() for k in row if is_accuracy(k)})
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for name in names:
-        pts = [(r, row[name]) for r, row in sorted(server.items()) if name in row and math.isfinite(row[name])]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
+    plt = _pyplot()
+    first = [n for n in headline if n in series]
+    order = first + [n for n in series if n not in first]
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    for name, colour in zip(order, _colours(len(order)), strict=True):
+        thick, faint = name in first, bool(first) and name not in first
+        ax.plot(*zip(*series[name], strict=True), color=colour, label=name, lw=2.4 if thick else 1.2,
+                alpha=0.55 if faint else 1.0, marker="o" if thick else None, markersize=3, zorder=3 if thick else 2)
+    if ylim is None:
+        ax.axhline(0.0, color="grey", lw=0.6)
+    else:
+        ax.set_ylim(*ylim)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
+    ax.set(xlabel="round", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    if names:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    return fig
+
+
+def plot_run(server: Mapping[int, Mapping[str, float]], run_dir: Path, title: str = "",
+             headline: list[str] | tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """One figure per kind of quantity (``FIGURES``), so flip rates never share the accuracy
+    axis; a kind without finite values writes nothing. Returns {file name: line labels}."""
+    written: dict[str, list[str]] = {}
+    for kind, ylabel, ylim in FIGURES:
+        names = sorted({k for row in server.values() for k in row if kind_of(k) == kind})
+        series = {n: pts for n in names
+                  if (pts := [(r, row[n]) for r, row in sorted(server.items()) if n in row and math.isfinite(row[n])])}
+        if not series:
+            continue
+        fig = line_figure(series, headline, ylabel, ylim, title)
+        fig.savefig(Path(run_dir) / f"{kind}.png", dpi=120, bbox_inches="tight")
+        written[f"{kind}.png"] = [line.get_label() for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+        _pyplot().close(fig)
+    return written
+
+
+def partition_counts(spec: DataSpec) -> list[tuple[str, np.ndarray]]:
+    """(client, samples per class) per partition, train and local test together: the seeded
+    partition the clients materialise (cached; indices and labels only, no features copied).
+    Louvain's held-out subgraph comes last as ``held-out``."""
+    from bouquet.datasets import GraphDataset, load_dataset  # noqa: PLC0415
+    from bouquet.datasets.client_data import _partitions, _root  # noqa: PLC0415 (the clients' own split)
+
+    root = _root(spec)
+    data = load_dataset(spec.dataset, root)
+    labels = np.asarray(data.y if isinstance(data, GraphDataset) else data.y_train)
+    parts = _partitions(spec, root)
+    names = [str(i) for i in range(spec.num_partitions)] + ["held-out"] * (len(parts) - spec.num_partitions)
+    return [(n, np.bincount(labels[p], minlength=data.num_classes)) for n, p in zip(names, parts, strict=True)]
+
+
+def write_partition(spec: DataSpec, run_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """``partition.csv`` (client, class, count) and ``partition.png``: stacked bars of samples
+    per class for each client, the label skew a reader needs to judge every other number.
+    Returns the counts (``partition_counts``)."""
+    counts = partition_counts(spec)
+    with (Path(run_dir) / "partition.csv").open("w", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(("client", "class", "count"))
+        out.writerows((client, c, int(n)) for client, row in counts for c, n in enumerate(row))
+    plt = _pyplot()
+    num_classes = len(counts[0][1])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(counts) + 3), 4.0))
+    bottom = np.zeros(len(counts))
+    for c, colour in enumerate(_colours(num_classes)):
+        height = np.array([row[c] for _, row in counts], dtype=float)
+        ax.bar(range(len(counts)), height, bottom=bottom, color=colour, width=0.8, label=str(c))
+        bottom += height
+    many = len(counts) > 20
+    ax.set_xticks(range(len(counts)), [n for n, _ in counts], rotation=90 if many else 0, fontsize=7 if many else 9)
+    ax.set(xlabel="client", ylabel="samples (graphs: nodes)")
+    ax.set_title(f"{spec.dataset}, {spec.partitioner}, {spec.num_partitions} clients, seed {spec.seed}", fontsize=9)
+    if num_classes <= 20:
+        ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    fig.savefig(Path(run_dir) / "partition.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return counts
 
 
 def format_table(final: Mapping[str, float]) -> str:

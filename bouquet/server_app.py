@@ -4,7 +4,7 @@ and write the results."""
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import ERROR, INFO
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,10 +20,10 @@ from bouquet import metrics as M
 from bouquet.clients.base import arrays_to_model
 from bouquet.clients.training import predict_arrays
 from bouquet.config import ConfigError, RunConfig, data_spec
-from bouquet.datasets import GRAPH_DATASETS, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
+from bouquet.datasets import GRAPH_DATASETS, DataFileError, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.registry import get_method
-from bouquet.results import RunRecorder, format_table, output_root
+from bouquet.results import RunRecorder, format_table, headline_text, output_root, write_partition
 from bouquet.seeding import seed_everything
 
 app = ServerApp()
@@ -70,9 +70,10 @@ class ServerEvaluator:
                 self._score(scores, M.GLOBAL_NEW_CLIENT, (pred == graph.y).numpy())
         if scores:
             self.recorder.server_metrics(server_round, scores)
-        shown = {k: v for k, v in self.recorder.server.get(server_round, {}).items() if M.is_accuracy(k)}
-        text = "  ".join(f"{k}={v:.3f}" for k, v in sorted(shown.items()))
-        log(INFO, "[bouquet] round %d/%d  %s  (%.1fs)", server_round, self.cfg.num_server_rounds, text, seconds)
+        # the method's headline metrics only (bouquet.results.headline_metrics); all go to metrics.csv
+        text = headline_text(self.recorder.server.get(server_round, {}), self.cfg.method, self.cfg.dataset)
+        log(INFO, "[bouquet] round %d/%d  %s  (%.1fs)", server_round, self.cfg.num_server_rounds,
+            text or "no headline metric yet", seconds)
         return MetricRecord(scores) if scores else None
 
 
@@ -92,13 +93,20 @@ def _checkpoint_to_resume(cfg: RunConfig) -> checkpoint.Checkpoint | None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = RunConfig.from_run_config(context.run_config)  # fails before anything starts
-    run(grid, cfg, context.run_id)
+    try:
+        cfg = RunConfig.from_run_config(context.run_config)  # fails before anything starts
+        run(grid, cfg, context.run_id)
+    except (ConfigError, DataFileError, ValueError) as exc:
+        # One line naming the key or file (what `bouquet run` prints last); the run still fails.
+        log(ERROR, "[bouquet] error: %s", exc)
+        raise
 
 
 def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     seed_everything(cfg.seed)
+    log(INFO, "[bouquet] config valid (%s on %s); asking every SuperNode for its partition id", cfg.method, cfg.dataset)
     clients: ClientDirectory = discover_clients(grid)
+    log(INFO, "[bouquet] %d clients answered; loading %s", clients.num_partitions, cfg.dataset)
     spec = data_spec(cfg, clients.num_partitions)
     check_spec(spec)  # dataset/partitioner/federation-size combinations, before round 1
     method = get_method(cfg.method)
@@ -122,6 +130,10 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     log(INFO, "[bouquet] %s; results in %s", method.summary, recorder.run_dir)
     strategy = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
     evaluator = ServerEvaluator(cfg, spec, recorder, strategy.server_evaluates, lambda: method.model(cfg, dataset))
+    try:  # the clients' own seeded split, from labels the server already loaded (cached)
+        write_partition(spec, recorder.run_dir)
+    except Exception as exc:  # noqa: BLE001 (a figure never stops a run)
+        log(INFO, "[bouquet] no partition.png: the server cannot materialise the partitions (%s)", exc)
     if ckpt is not None:
         strategy.load_state_arrays(ckpt.strategy)
         evaluator.previous = dict(ckpt.evaluator)

@@ -14,11 +14,12 @@ WORKDIR /app
 # the CUDA wheels (several GB).
 RUN python -m pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
-# The image already has flwr at the pinned version: drop the `flwr[simulation]` requirement
-# (the simulation extra is not needed in a deployment), then install Bouquet and its dependencies.
+# The image already has flwr at the pinned version: replace the `flwr[simulation,dp]` requirement
+# by its one extra a deployment needs (dp-accounting; Ray is for simulation only), then install
+# Bouquet and its dependencies.
 COPY --chown=app:app pyproject.toml README.md ./
 COPY --chown=app:app bouquet ./bouquet
-RUN sed -i 's/.*flwr\[simulation\].*//' pyproject.toml \
+RUN sed -i 's/"flwr\[simulation,dp\]==[^"]*"/"dp-accounting==0.6.0"/' pyproject.toml \
     && python -m pip install --no-cache-dir . \
     && mkdir -p /app/results /app/state
 

@@ -99,8 +99,9 @@ def _sha256(path: Path) -> str:
 
 def _how_to_fix(name: str, file: str) -> str:
     return (
-        f"Set the BOUQUET_DATA environment variable (or the `data-dir` run-config key) "
-        f"to a folder holding `{name}/{file}`."
+        f"Put the dataset's folder `{name}/` there (see its SOURCE.md in the shared data), or set "
+        f"BOUQUET_DATA (or the `data-dir` run-config key) to a folder holding `{name}/{file}`."
+        + (" BOUQUET_DOWNLOAD=1 lets Bouquet fetch it from its public source." if name in DOWNLOADABLE else "")
     )
 
 
@@ -110,15 +111,21 @@ def dataset_files(name: str, root: str | Path) -> dict[str, Path]:
         raise KeyError(f"no data files registered for dataset {name!r}")
     folder = Path(root).expanduser() / name
     expected = CHECKSUMS[name]
-    if not any((folder / f).exists() for f in expected):
+    if not any((folder / f).exists() for f in expected) and os.environ.get("BOUQUET_DOWNLOAD") == "1":
         _maybe_download(name, folder)
+    missing = [f for f in expected if not (folder / f).is_file()]
+    if len(missing) == len(expected):
+        raise DataFileError(f"missing data folder {folder} (expected files: {', '.join(expected)}). "
+                            f"{_how_to_fix(name, missing[0])}")
+    if missing:
+        raise DataFileError(
+            f"missing data file(s) in {folder}: "
+            + ", ".join(f"{f} (sha256 {expected[f]})" for f in missing)
+            + f". {_how_to_fix(name, missing[0])}"
+        )
     paths: dict[str, Path] = {}
     for file, sha in expected.items():
         path = folder / file
-        if not path.is_file():
-            raise DataFileError(
-                f"missing data file {path} (expected sha256 {sha}). {_how_to_fix(name, file)}"
-            )
         actual = _sha256(path)
         if actual != sha:
             raise DataFileError(
@@ -129,7 +136,7 @@ def dataset_files(name: str, root: str | Path) -> dict[str, Path]:
     return paths
 
 
-# --- optional download fallback (graph datasets only; never used by tests) -------------
+# --- opt-in download (BOUQUET_DOWNLOAD=1; graph datasets only; never used by tests) ------
 
 _PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
 # The pinned zips, not PyG's npz URL, so the downloaded bytes match CHECKSUMS.
@@ -137,6 +144,9 @@ _AMAZON_URL = (
     "https://github.com/CrawlScript/gnn_datasets/raw/"
     "482d7152d60e429763ca256dd0906fa9badaae0c/AmazonElectronics"
 )
+
+
+DOWNLOADABLE = ("cora", "citeseer", "amazon-photo", "amazon-computers")
 
 
 def _maybe_download(name: str, folder: Path) -> None:

@@ -1,29 +1,33 @@
 """Run ``flwr run`` the way flwr 1.41 needs on this kind of machine, and check the result.
 
-Why a wrapper: ``flwr run --stream`` exits 0 even when the run failed, the managed SuperLink
-outlives the run and leaks its cwd and environment into later runs, and runtime dependency
-installation would download a CUDA torch. This module isolates ``FLWR_HOME`` and ports,
-launches from a neutral directory, streams the log, and reads the real status with
-``flwr ls``. Tests, benchmarks and ``bouquet run`` all go through it.
+Why a wrapper: ``flwr run --stream`` exits 0 even when the run failed; Flower's managed
+SuperLink sits on one fixed port per machine, outlives the run and leaks its cwd and
+environment into later runs; runtime dependency installation would download a CUDA torch.
+So every ``bouquet run`` (or one ``bouquet reproduce`` sweep) starts a private SuperLink: its
+own Flower home in a fresh temporary folder, a free port on 127.0.0.1, a neutral cwd; runs are
+submitted to it by address, their real status is read with ``flwr ls``, and at the end only
+that SuperLink and its own descendants are stopped. Two runs on one machine (two terminals,
+two users, a test suite beside an experiment) therefore never meet.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_HOME = REPO / ".flwr"
-DEFAULT_PORT = 39391
-RUN_STARTED = re.compile(r"Successfully started run (\d+)")  # what `flwr run` prints once the run exists
+CONNECTION = "bouquet"  # the connection name in the private Flower home's config.toml
+START_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -31,37 +35,32 @@ class LaunchResult:
     run_id: int | None
     status: str
     output: str
+    details: str = ""  # Flower's status details (the exception of a failed run)
 
     @property
     def ok(self) -> bool:
         return self.status == "finished:completed"
 
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "") + "'"
-
-
-def run_config_arg(overrides: dict[str, Any]) -> str:
-    return " ".join(f"{k}={toml_value(v)}" for k, v in overrides.items())
+    @property
+    def reason(self) -> str:
+        """One line saying why a run failed: Bouquet's own error line, else Flower's details."""
+        for line in reversed(self.output.splitlines()):
+            if "[bouquet] error:" in line:
+                return line.split("[bouquet] error:", 1)[1].strip()
+        return self.details or self.status
 
 
-def flwr_env(home: Path, port: int) -> dict[str, str]:
-    """An environment whose managed SuperLink is private to ``home`` and ``port``."""
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "config.toml"
-    if not config.exists():
-        config.write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local-in-memory:"\n')
+def _bin(name: str) -> str:
+    """The flwr / flower-superlink of this interpreter, also when its venv is not activated."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def flwr_env(home: Path) -> dict[str, str]:
     return {
         **os.environ,
-        # the flwr / flower-superlink of this interpreter, also when its venv is not activated
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "FLWR_HOME": str(home),
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
-        "FLWR_LOCAL_CONTROL_API_PORT": str(port + 2),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
@@ -69,95 +68,182 @@ def flwr_env(home: Path, port: int) -> dict[str, str]:
     }
 
 
-def _flwr() -> str:
-    candidate = Path(sys.executable).with_name("flwr")
-    return str(candidate) if candidate.exists() else "flwr"
+def free_port() -> int:
+    """A port nobody listens on now (the OS picks it); the SuperLink binds it right after,
+    and a lost race is retried with another port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SuperLink:
+    """A simulation SuperLink this process starts on a free port and alone stops.
+
+    Use as a context manager; ``stop`` signals only the process started here and its own
+    descendants (the SuperExec, the simulation, Ray), never a SuperLink found on a port."""
+
+    def __init__(self, *, say=print, keep_home: bool = False) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="bouquet-flwr-"))
+        self.cwd = self.home / "cwd"  # neutral: the SuperLink's cwd ends up on the actors' sys.path
+        self.cwd.mkdir()
+        self.log = self.home / "superlink.log"
+        self.env = flwr_env(self.home)
+        self.say, self.keep_home = say, keep_home
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._runs = 0
+
+    def __enter__(self) -> SuperLink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, attempts: int = 3) -> None:
+        import httpx  # noqa: PLC0415 (a flwr dependency)
+
+        for _ in range(attempts):
+            port = free_port()
+            self.say(f"[bouquet] starting a private SuperLink on 127.0.0.1:{port} (Flower home {self.home})")
+            with (self.home / "superlink.out").open("ab") as out:
+                self.proc = subprocess.Popen(
+                    [_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+                     "--host", "127.0.0.1", "--port", str(port), "--log-file", str(self.log),
+                     "--disable-runtime-dependency-installation"],
+                    env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a Ctrl-C reaches bouquet, which then stops it cleanly
+                )
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).is_success:
+                        self.port = port
+                        (self.home / "config.toml").write_text(
+                            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+                            f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            self._terminate()  # exited (port taken meanwhile) or never healthy: try another port
+        raise RuntimeError(f"could not start a SuperLink; see {self.home / 'superlink.out'}")
+
+    def _terminate(self, grace_s: float = 10.0) -> None:
+        """SIGINT (flower-superlink ignores SIGTERM) to it, then SIGKILL to whatever of its
+        own process tree is left."""
+        import psutil  # noqa: PLC0415
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            root = psutil.Process(self.proc.pid)
+            tree = [*root.children(recursive=True), root]
+        except psutil.NoSuchProcess:
+            return
+        root.send_signal(signal.SIGINT)
+        psutil.wait_procs([root], timeout=grace_s)
+        for proc in tree:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.proc.wait()
+
+    def stop(self) -> None:
+        self._terminate()
+        if not self.keep_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    # --- runs ---------------------------------------------------------------------------
+    def flwr(self, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        return subprocess.run([_bin("flwr"), *args], env=self.env, cwd=self.cwd, capture_output=True,
+                              text=True, **kw)
+
+    def status(self, run_id: int) -> tuple[str, str]:
+        """(status, details) as ``flwr ls`` reports them."""
+        out = self.flwr("ls", "--run-id", str(run_id), "--format", "json", timeout=120)
+        try:
+            run = json.loads(out.stdout)["runs"][0]
+            details = str(run.get("status-details", ""))
+            return str(run["status"]), "" if details == "N/A" else details
+        except (ValueError, KeyError, IndexError):
+            return f"unknown ({out.stdout.strip()[:200]} {out.stderr.strip()[:200]})", ""
+
+    def run_config_file(self, run_config: dict[str, Any]) -> Path:
+        """The overrides as a TOML file: Flower parses it itself, so no value is re-quoted."""
+        import tomli_w  # noqa: PLC0415 (a flwr dependency)
+
+        self._runs += 1
+        path = self.home / f"run-config-{self._runs}.toml"
+        path.write_text(tomli_w.dumps(run_config))
+        return path
+
+
+def federation_config(num_supernodes: int, cpus_per_client: int, gpus_per_client: float, verbose: bool) -> str:
+    parts = [f"num-supernodes={int(num_supernodes)}", f"client-resources-num-cpus={int(cpus_per_client)}",
+             f"client-resources-num-gpus={float(gpus_per_client)!r}"]
+    return " ".join(parts + (["verbose=true"] if verbose else []))
 
 
 def launch(
     run_config: dict[str, Any] | None = None,
     *,
     num_supernodes: int = 3,
-    cpus_per_client: float = 1,
+    cpus_per_client: int = 1,
     gpus_per_client: float = 0.0,
     app_dir: Path = REPO,
-    home: Path = DEFAULT_HOME,
-    port: int = DEFAULT_PORT,
-    echo: bool = True,
+    echo: bool | str = True,
     timeout: float | None = None,
-    keep_superlink: bool = False,
+    superlink: SuperLink | None = None,
+    verbose: bool = False,
 ) -> LaunchResult:
-    """``flwr run <app> --stream`` with overrides; returns the run's real final status."""
-    env = flwr_env(home, port)
-    stop_superlink(port, unless_home=home)  # never reuse a SuperLink of another home (stale env/code)
-    cwd = home / "cwd"  # neutral: the managed SuperLink's cwd ends up on the actors' sys.path
-    cwd.mkdir(parents=True, exist_ok=True)
-    federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client} client-resources-num-gpus={gpus_per_client}"
-    cmd = [_flwr(), "run", str(app_dir), "--stream", "--federation-config", federation]
+    """``flwr run <app> --stream`` with overrides; returns the run's real final status.
+
+    ``echo``: True prints Flower's log, ``"bouquet"`` only Bouquet's own lines, False nothing.
+    Without ``superlink`` a private one is started for this run and stopped after it."""
+    say = print if echo else (lambda *_: None)
+    if superlink is None:
+        with SuperLink(say=say) as link:
+            return launch(run_config, num_supernodes=num_supernodes, cpus_per_client=cpus_per_client,
+                          gpus_per_client=gpus_per_client, app_dir=app_dir, echo=echo, timeout=timeout,
+                          superlink=link, verbose=verbose)
+    cmd = [_bin("flwr"), "run", str(app_dir), CONNECTION, "--stream", "--federation-config",
+           federation_config(num_supernodes, cpus_per_client, gpus_per_client, verbose)]
     if run_config:
-        cmd += ["--run-config", run_config_arg(run_config)]
+        cmd += ["--run-config", str(superlink.run_config_file(run_config))]
+    say(f"[bouquet] submitting the run ({num_supernodes} simulated clients); Ray starts the client "
+        "processes, so the first round can take a minute to appear")
     lines: list[str] = []
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=superlink.env, cwd=superlink.cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     run_id = None
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if echo:
+            if echo is True or (echo and ("[bouquet]" in line or "ERROR" in line)):
                 sys.stdout.write(line)
                 sys.stdout.flush()
-            if run_id is None and (m := RUN_STARTED.search(line)):
-                run_id = int(m.group(1))
+            if run_id is None and "Successfully started run" in line:
+                run_id = int(line.rsplit("run", 1)[1].split()[0])
             if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
                 break
-        proc.wait()
-        status = run_status(run_id, env, cwd) if run_id is not None else "not-started"
     finally:
         if proc.poll() is None:
             proc.kill()
-        if not keep_superlink:
-            stop_superlink(port)
-    return LaunchResult(run_id, status, "".join(lines))
+        proc.wait()
+    if run_id is None:
+        return LaunchResult(None, "not-started", "".join(lines), _last_error(lines))
+    if deadline is not None and time.monotonic() > deadline:
+        superlink.flwr("stop", str(run_id), timeout=60)
+        return LaunchResult(run_id, "timed-out", "".join(lines), f"no result within {timeout:.0f} s")
+    status, details = superlink.status(run_id)
+    return LaunchResult(run_id, status, "".join(lines), details)
 
 
-def run_status(run_id: int, env: dict[str, str], cwd: Path) -> str:
-    out = subprocess.run(
-        [_flwr(), "ls", "--run-id", str(run_id), "--format", "json"],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
-    )
-    try:
-        return str(json.loads(out.stdout)["runs"][0]["status"])
-    except (ValueError, KeyError, IndexError):
-        return f"unknown ({out.stdout.strip()[:200]} {out.stderr.strip()[:200]})"
-
-
-def stop_superlink(port: int, grace_s: float = 5.0, unless_home: Path | None = None) -> None:
-    """Stop the managed SuperLink listening on ``port`` (flwr has no command for it);
-    with ``unless_home``, leave it running if it belongs to that FLWR_HOME.
-
-    flower-superlink ignores SIGTERM; SIGINT shuts it down cleanly, SIGKILL if it lingers."""
-    import psutil  # noqa: PLC0415 (ships with ray)
-
-    procs = []
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.laddr.port in (port, port + 2) and conn.status == psutil.CONN_LISTEN and conn.pid:
-            try:
-                proc = psutil.Process(conn.pid)
-                if unless_home is not None and str(Path(unless_home) / "local-superlink") in " ".join(proc.cmdline()):
-                    continue
-                procs += [*proc.children(recursive=True), proc]
-            except psutil.NoSuchProcess:
-                pass
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGINT)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+def _last_error(lines: list[str]) -> str:
+    """What `flwr run` said before it gave up (e.g. an invalid run config)."""
+    text = [ln.strip() for ln in lines if ln.strip() and not set(ln.strip()) <= set("─╭╮╰╯│ ")]
+    return text[-1].strip("│ ") if text else "flwr run printed nothing"

@@ -3,9 +3,12 @@
 Each (method, dataset, clients, seed) is one ``flwr run`` (through ``launch``, one warm
 SuperLink for the whole sweep). Per run, the reported round is the one with the best
 validation accuracy (latest on ties), and every setting's test accuracy is read at that
-round. Results: ``results.csv`` (one row per run), ``table.md`` (mean ± std over seeds;
-rows = methods, columns = settings), ``<dataset>.png`` bar charts, ``<dataset>-rounds.png``
-(every setting per round, mean over seeds), and each run's own folder.
+round. Results: ``results.csv`` (one row per run), ``table.md`` (the preset's headline table
+first, labelled and with the reason it is the headline, then the other tables of the same
+runs; mean ± std over seeds, the seed count per block or row; rows = methods, columns =
+settings), ``<dataset>.png`` bar charts, ``<dataset>-rounds.png`` (every setting per round,
+mean over seeds), and each run's own folder. ``export_run_configs`` writes each cell's run
+config as a TOML file for ``flwr run <app> --run-config <file>``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bouquet import metrics as M
-from bouquet.simulations.launch import launch
+from bouquet.simulations.launch import SuperLink, launch
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Preset:
     final_window: int = 1  # select_by None: accuracies are the mean over the last rounds
     round_mean: tuple[str, ...] = ()  # metrics reported as their mean over all rounds
     overrides: dict[str, Any] = field(default_factory=dict)  # from the command line: win over all
+    # why the headline table (the first in table.md) is the one to read: one sentence
+    headline: str = ""
 
     @property
     def seed_values(self) -> tuple[int, ...]:
@@ -74,6 +79,10 @@ PRESETS: dict[str, Preset] = {
         select_by="local_model@local_val",
         run_config={"partitioner": "louvain", "num-server-rounds": 50, "batch-size": 64,
                     "fraction-evaluate": 0.0, "graph-unseen-fraction": 0.2, "graph-missing-classes": 1},
+        headline=("This is the headline table because it is FedLoG's protocol (each run read at its round "
+                  "with the best validation accuracy, latest on ties; mean ± std over seeds) with the validation "
+                  "accuracies weighted by validation nodes, not by missing-class counts as the released code does "
+                  "(a bug; its selection is table 2)."),
         # baselines: SGD as elsewhere in Bouquet; FedLoG and FED-PUB: Adam 1e-3 as their authors
         method_config={"fedprox": {"proximal-mu": 0.01},
                        "fedlog-paper": {"method": "fedlog", "fedlog-faithful-to": "paper"},
@@ -107,6 +116,9 @@ PRESETS["fedkper"] = Preset(
     run_config={"learning-rate": 0.01, "optimizer": "sgd", "weight-decay": 1e-5, "lr-decay": 0.99,
                 "local-epochs": 5, "batch-size": 12, "fraction-evaluate": 1.0, "min-partition-size": 10},
     method_config={"fedprox": {"proximal-mu": 0.01}},
+    headline=("This is the headline table, and the only one of this preset: FedKPer's official code has no "
+              "validation split to select a round by and logs every round, so accuracies are the mean over the "
+              "last 5 rounds and flip rates and BWT the mean over all rounds."),
     dataset_config={
         # the 4 hospitals; half of them per round, so returning clients exist (local NFR, BWT)
         "heart-disease": {"partitioner": "natural", "num-supernodes": 4, "fraction-train": 0.5,
@@ -193,12 +205,21 @@ def summarize_final(server: dict[int, dict[str, float]], preset: Preset) -> dict
     return row
 
 
-def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str, Any]]:
+def run_config_of(preset: Preset, dataset: str, method: str, seed: int) -> dict[str, Any]:
+    """The run-config overrides of one run of the sweep (without its ``output-dir``)."""
+    return {**preset.run_config, **preset.config_of(dataset), "method": method,
+            **preset.method_config.get(method, {}), **preset.overrides, "seed": seed}
+
+
+def run_sweep(preset: Preset, out: Path) -> list[dict[str, Any]]:
+    """Every run of the sweep through one private SuperLink (started at the first run that is
+    not kept from an earlier sweep, stopped at the end); a failed run is recorded, not fatal."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients_of(d) for s in preset.seed_values
             for m in preset.methods]
     results, results_csv = [], out / "results.csv"
     bar = tqdm(jobs, desc="reproduce", unit="run")
+    link: SuperLink | None = None
     try:
         for dataset, k, method, seed in bar:
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
@@ -213,26 +234,26 @@ def run_sweep(preset: Preset, out: Path, *, port: int = 39891) -> list[dict[str,
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {done[-1].parent}")
                 write_csv(results, results_csv)
                 continue
-            config = {**preset.run_config, **preset.config_of(dataset), "method": method,
-                      **preset.method_config.get(method, {}), **preset.overrides, "seed": seed,
-                      "output-dir": str(run_out)}
+            config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out)}
             t0 = time.monotonic()
-            res = launch(config, num_supernodes=k, echo=False, keep_superlink=True, port=port,
-                         home=out / ".flwr")
+            if link is None:
+                link = SuperLink(say=tqdm.write)
+                link.start()
+            res = launch(config, num_supernodes=k, echo=False, superlink=link)
             row: dict[str, Any] = {"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                    "status": res.status, "seconds": round(time.monotonic() - t0, 1)}
             summaries = sorted(run_out.glob("*/summary.json"))
             if res.ok and summaries:
                 row |= {"run": str(summaries[-1].parent.relative_to(out))} | summarize_run(summaries[-1].parent, preset)
             else:
-                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: {res.status}\n{res.output[-2000:]}")
+                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: {res.status}\n{res.output[-2000:]}\n"
+                           f"[reproduce] {method} {dataset} K={k} seed={seed}: {res.status}: {res.reason}")
             results.append(row)
             tqdm.write("[reproduce] " + json.dumps(row))
             write_csv(results, results_csv)
     finally:
-        from bouquet.simulations.launch import stop_superlink  # noqa: PLC0415
-
-        stop_superlink(port)
+        if link is not None:
+            link.stop()
     return results
 
 
@@ -261,11 +282,17 @@ def write_csv(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def mean_std(values: list[float]) -> str:
+    """Mean ± std in %; one value alone has no spread, so it is shown without "±"."""
     values = [v for v in values if v is not None and v == v]
     if not values:
         return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * std:.1f}"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def seeds_label(n: int) -> str:
+    return "1 seed, no spread" if n == 1 else f"{n} seeds"
 
 
 def markdown_table(results: list[dict[str, Any]], preset: Preset, prefix: str = "") -> str:
@@ -276,21 +303,49 @@ def markdown_table(results: list[dict[str, Any]], preset: Preset, prefix: str = 
                     key=lambda g: (preset.datasets.index(g[0]) if g[0] in preset.datasets else 99, g[1]))
     for dataset, k in groups:
         rows = [r for r in results if r["dataset"] == dataset and r["clients"] == k]
-        seeds = len({r["seed"] for r in rows})
         per_method = {m: len({r["seed"] for r in rows if r["method"] == m}) for m in preset.methods}
-        uneven = len({n for n in per_method.values() if n}) > 1  # then each row says its own count
-        lines += [f"### {dataset}, {k} clients ({seeds} seed{'s' if seeds > 1 else ''}"
-                  f"{'; per method in brackets' if uneven else ''})", "",
+        counts = {n for n in per_method.values() if n}
+        uneven = len(counts) > 1  # then each row says its own count
+        # the seeds behind each row: one count for all, else how many seeds the block holds
+        seeds = len({r["seed"] for r in rows}) if uneven or not counts else counts.pop()
+        lines += [f"### {dataset}, {k} clients ({seeds_label(seeds)}{'; per method in brackets' if uneven else ''})", "",
                   "| method | " + " | ".join(t for t, _ in preset.settings) + " |",
                   "|---|" + "---|" * len(preset.settings)]
         for method in preset.methods:
             mine = [r for r in rows if r["method"] == method]
             if mine:
                 cells = [mean_std([r.get(prefix + metric) for r in mine]) for _, metric in preset.settings]
-                label = f"{method} ({per_method[method]} seed{'s' if per_method[method] > 1 else ''})" if uneven else method
+                label = f"{method} ({seeds_label(per_method[method])})" if uneven else method
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+VALUES_NOTE = ("Values: %, mean ± std over the seeds named in each block's title (per method in brackets "
+               "where methods differ); with 1 seed the single run's value, no spread.")
+
+
+def report(results: list[dict[str, Any]], preset: Preset, name: str = "") -> tuple[str, str]:
+    """(the headline section, the whole ``table.md``): the headline table first, labelled and
+    with the sentence saying why it is the headline; then the other tables of the same runs."""
+    if preset.select_by is None:
+        title = "no round selection"
+    else:
+        title = f"rounds selected by validation accuracy (`{preset.select_by}`)"
+    others = [] if preset.select_by is None else [
+        ("same runs, rounds selected with the FedLoG code's validation weighting (missing-class counts)",
+         "Not the headline: the released FedLoG code's selection, to compare with the authors' procedure.", "code:"),
+        ("same runs, final round (no selection)",
+         "Not the headline: every run read at its last round.", "last:"),
+    ]
+    count = f" (table 1 of {len(others) + 1})" if others else ""
+    headline = "\n".join([f"## Headline table{count}: {title}", "", preset.headline, VALUES_NOTE, "",
+                           markdown_table(results, preset)])
+    parts = [f"# bouquet reproduce {name}".rstrip(), "", headline]
+    for i, (label, sentence, prefix) in enumerate(others, start=2):
+        parts += [f"## Table {i} of {len(others) + 1}: {label}", "", sentence, "",
+                  markdown_table(results, preset, prefix=prefix)]
+    return headline, "\n".join(parts)
 
 
 def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
@@ -375,10 +430,10 @@ def plot_curves(results: list[dict[str, Any]], preset: Preset, out: Path) -> Non
         plt.close(fig)
 
 
-def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None, out: Path | None = None,
-              datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
-              clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
-              rebuild_only: bool = False) -> Path:
+def build_preset(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None,
+                 datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
+                 clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None) -> Preset:
+    """The preset as ``bouquet reproduce`` runs it: ``--quick`` and the command-line subsets applied."""
     preset = PRESETS[name]
     if quick:
         q = QUICK[name]
@@ -394,6 +449,15 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
         preset = replace(preset, clients=clients)
     if overrides:
         preset = replace(preset, overrides={**preset.overrides, **overrides})
+    return preset
+
+
+def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None, out: Path | None = None,
+              datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
+              clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
+              rebuild_only: bool = False) -> Path:
+    preset = build_preset(name, quick=quick, seeds=seeds, datasets=datasets, methods=methods, clients=clients,
+                          overrides=overrides)
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
     # a subset run into a folder that holds earlier runs: results and table cover them all
     results = [] if rebuild_only else run_sweep(preset, out)
@@ -401,17 +465,91 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
     write_csv(results, out / "results.csv")
     preset = replace(preset, methods=tuple(dict.fromkeys(
         [m for m in preset.methods if any(r["method"] == m for r in results)] + [r["method"] for r in results])))
-    table = markdown_table(results, preset)
-    if preset.select_by is None:
-        (out / "table.md").write_text(table)
-    else:
-        code_table = markdown_table(results, preset, prefix="code:")
-        last_table = markdown_table(results, preset, prefix="last:")
-        (out / "table.md").write_text(
-            f"{table}\n## Same runs, rounds selected with the FedLoG code's validation weighting\n\n{code_table}"
-            f"\n## Same runs, final round (no selection)\n\n{last_table}")
+    headline, text = report(results, preset, name)
+    (out / "table.md").write_text(text)
     plot(results, preset, out)
     plot_curves(results, preset, out)
-    print(table)
+    print(headline)
+    if preset.select_by is not None:
+        print("[reproduce] table.md also holds the same runs selected with the FedLoG code's weighting, "
+              "and at the final round")
     print(f"[reproduce] results in {out} (results.csv, table.md, *.png)")
     return out
+
+
+def _toml_value(value: Any, quote: str = '"') -> str:
+    """A TOML value that reads back as the same Python value (bool, int, float, str);
+    ``quote="'"``: strings as TOML literal strings, for a double-quoted shell argument."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        text = repr(value)
+        return text if isinstance(value, int) or any(c in text for c in ".en") else text + ".0"
+    if quote == "'" and "'" not in str(value) and "\n" not in str(value):
+        return f"'{value}'"
+    return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string
+
+
+def export_run_configs(name: str, out: Path, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None,
+                       datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
+                       clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None) -> list[Path]:
+    """One run-config TOML per (dataset setting, method, clients) cell of the preset, as the
+    sweep would run it (same keys and values as ``run_config_of``, its first seed; without the
+    per-run ``output-dir``), for ``flwr run <app> --run-config <file>``. A comment header holds
+    the federation options and the exact commands. Every file is validated (``RunConfig``)."""
+    from bouquet.config import RunConfig  # noqa: PLC0415
+
+    preset = build_preset(name, quick=quick, seeds=seeds, datasets=datasets, methods=methods, clients=clients,
+                          overrides=overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_values = preset.seed_values
+    seed = seed_values[0]
+    try:  # inside the repository: paths relative to it, so the files can be committed
+        shown_dir = "$BOUQUET/" + out.resolve().relative_to(Path(__file__).resolve().parents[2]).as_posix()
+    except ValueError:
+        shown_dir = str(out.resolve())
+    written = []
+    for dataset in preset.datasets:
+        fixed_size = "num-supernodes" in preset.dataset_config.get(dataset, {})
+        for k in preset.clients_of(dataset):
+            for method in preset.methods:
+                config = run_config_of(preset, dataset, method, seed)
+                RunConfig.from_run_config(config)  # a bad preset fails here, not in `flwr run`
+                cell = f"{method}_{dataset}_k{k}"
+                federation = f"num-supernodes={k} client-resources-num-cpus=1 client-resources-num-gpus=0.0"
+                sweep_cmd = (f"bouquet reproduce {name}{' --quick' if quick else ''} --datasets {dataset}"
+                             f"{'' if fixed_size else f' --clients {k}'} --methods {method} --seeds {seed},")
+                if overrides:
+                    sweep_cmd += ' --run-config "' + " ".join(
+                        f"{key}={_toml_value(v, quote=chr(39))}" for key, v in overrides.items()) + '"'
+                header = [
+                    f"# bouquet reproduce {name}{' --quick' if quick else ''}: one cell as a Flower run config",
+                    f"# cell: method={method} dataset={dataset} clients={k} seed={seed} "
+                    f"(the preset runs seed{'s' if len(seed_values) > 1 else ''} "
+                    f"{', '.join(map(str, seed_values))}: change `seed` below for the others)",
+                    "# Generated by bouquet.simulations.reproduce.export_run_configs "
+                    f"(`bouquet reproduce {name}{' --quick' if quick else ''} --export-toml DIR`); do not edit by hand.",
+                    "#",
+                    "# Federation options (not run config; `--federation-config`):",
+                    f"#   {federation}",
+                    "#",
+                    "# Run it with Flower's CLI (after scripts/setup.sh, venv active), from a neutral directory:",
+                    "# the managed SuperLink puts its working directory on the clients' sys.path.",
+                    "#   BOUQUET=/path/to/bouquet    # this repository",
+                    '#   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 BOUQUET_DATA="$BOUQUET/../shared/data"'
+                    ' BOUQUET_OUTPUT="$PWD/results"',
+                    '#   cd "$(mktemp -d)"',
+                    f'#   flwr run "$BOUQUET" --stream --federation-config "{federation}" '
+                    f'--run-config "{shown_dir}/{cell}.toml"',
+                    "#   flwr ls    # the real status: --stream exits 0 even when a run fails",
+                    "# output-dir is not set: results go to $BOUQUET_OUTPUT (else ~/bouquet-results).",
+                    f"# The same run inside the sweep: {sweep_cmd}",
+                    "",
+                ]
+                ordered = {"method": config.pop("method"), "dataset": config.pop("dataset"), **config}
+                body = [f"{key} = {_toml_value(value)}" for key, value in ordered.items()]
+                path = out / f"{cell}.toml"
+                path.write_text("\n".join(header + body) + "\n")
+                written.append(path)
+    return written

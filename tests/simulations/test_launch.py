@@ -1,45 +1,62 @@
-"""`flwr run` end to end, as a user runs it: isolated SuperLink, real status from `flwr ls`."""
+"""`flwr run` end to end, as users run it: each run on its own SuperLink, several at once,
+the real status from `flwr ls`, and nothing stopped that the run did not start."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-from bouquet.simulations.launch import launch, run_config_arg
+import psutil
 
+from bouquet.simulations.launch import SuperLink, federation_config, launch
 
-def test_run_config_arg_quotes_strings():
-    assert run_config_arg({"method": "fedprox", "num-server-rounds": 2, "fraction-train": 0.5}) == \
-        "method='fedprox' num-server-rounds=2 fraction-train=0.5"
-
-
-def test_flwr_run_completes_and_bad_config_fails_before_round_1(tmp_path):
-    home, out = tmp_path / "flwr", tmp_path / "out"
-    good = launch({"num-server-rounds": 2, "output-dir": str(out), "method": "fedprox"},
-                  num_supernodes=2, home=home, port=39691, echo=False, timeout=400, keep_superlink=True)
-    assert good.ok, good.output[-3000:]
-    [summary] = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
-    assert summary["method"] == "fedprox" and summary["rounds_completed"] == 2
-
-    bad = launch({"dirichlet-alpha": -1.0, "output-dir": str(out)}, num_supernodes=2,
-                 home=home, port=39691, echo=False, timeout=300)
-    assert bad.status == "finished:failed"
-    assert "dirichlet-alpha=-1.0 is out of range" in bad.output
-    assert "[ROUND 1" not in bad.output
-    assert len(list(out.glob("*/summary.json"))) == 1  # the failed run wrote nothing
+DIGITS = {"dataset": "digits", "partitioner": "iid", "method": "fedavg", "num-server-rounds": 2}
 
 
-def test_stop_superlink_really_stops_it(tmp_path):
-    import psutil
+def test_federation_config_gives_flower_an_integer_cpu_count():
+    # `client-resources-num-cpus=1.0` is what broke `--cpus-per-client 1`
+    assert federation_config(5, 1, 0.0, False) == \
+        "num-supernodes=5 client-resources-num-cpus=1 client-resources-num-gpus=0.0"
+    assert federation_config(2, 2, 0.5, True).endswith("client-resources-num-gpus=0.5 verbose=true")
 
-    from bouquet.simulations.launch import stop_superlink
 
-    port = 39791
-    launch({"dirichlet-alpha": -1.0}, num_supernodes=1, home=tmp_path / "other", port=port, echo=False,
-           timeout=120, keep_superlink=True)  # leaves a SuperLink of another home on the port
-    result = launch({"num-server-rounds": 1, "output-dir": str(tmp_path / "out"), "dataset": "digits", "partitioner": "iid", "method": "fedavg"},
-                    num_supernodes=2, home=tmp_path / "flwr", port=port, echo=False, timeout=300, keep_superlink=True)
-    assert result.ok, result.output[-2000:]
-    listening = lambda: [c for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]  # noqa: E731
-    assert listening()
-    stop_superlink(port)
-    assert not listening()
+def test_superlink_stops_only_what_it_started(tmp_path):
+    link = SuperLink(say=lambda *_: None)
+    link.start()
+    pid, home, port = link.proc.pid, link.home, link.port
+    assert (home / "config.toml").read_text().count(f"127.0.0.1:{port}") == 1
+    link.stop()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not home.exists()
+
+
+def test_concurrent_runs_complete_and_a_bad_one_fails_naming_the_key(tmp_path):
+    # a stand-in for another user's SuperLink: a listener this test started, which no run may touch
+    foreign = subprocess.Popen([sys.executable, "-c", (
+        "import socket,time;s=socket.socket();s.bind(('127.0.0.1',0));s.listen();"
+        "print(s.getsockname()[1],flush=True);time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    foreign_port = int(foreign.stdout.readline())
+    try:
+        jobs = [({**DIGITS, "seed": s, "output-dir": str(tmp_path / f"out{s}")}, 2) for s in (0, 1)]
+        jobs.append(({**DIGITS, "dirichlet-alpha": -1.0, "output-dir": str(tmp_path / "bad")}, 1))
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            futures = [pool.submit(launch, cfg, num_supernodes=k, echo=False, timeout=500) for cfg, k in jobs]
+            time.sleep(1)
+            results = [f.result() for f in futures]
+        for (cfg, _), res in zip(jobs[:2], results[:2], strict=True):
+            assert res.ok, res.output[-3000:]
+            [summary] = [json.loads(p.read_text()) for p in (tmp_path / f"out{cfg['seed']}").glob("*/summary.json")]
+            assert summary["rounds_completed"] == 2 and summary["seed"] == cfg["seed"]
+        bad = results[2]
+        assert bad.status == "finished:failed"
+        assert bad.reason.startswith("dirichlet-alpha=-1.0 is out of range")  # the line `bouquet run` prints last
+        assert "[ROUND 1" not in bad.output and not (tmp_path / "bad").exists()
+        assert foreign.poll() is None  # still running
+        with socket.create_connection(("127.0.0.1", foreign_port), timeout=5):
+            pass  # still listening
+    finally:
+        foreign.kill()

@@ -5,6 +5,19 @@ import pytest
 from bouquet.simulations.reproduce import PRESETS, markdown_table, mean_std, select_round
 
 
+
+class _NoSuperLink:
+    """Stands in for the sweep's private SuperLink when ``launch`` is faked."""
+
+    def __init__(self, **_):
+        pass
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
 def test_select_round_takes_best_validation_latest_on_ties_and_skips_nan():
     rows = {1: {"v": 0.5}, 2: {"v": 0.8}, 3: {"v": float("nan")}, 4: {"v": 0.8}, 5: {"v": 0.7}}
     assert select_round(rows, "v") == 4
@@ -14,6 +27,7 @@ def test_select_round_takes_best_validation_latest_on_ties_and_skips_nan():
 def test_mean_std_in_percent():
     assert mean_std([0.5, 0.7]) == "60.0 ± 14.1"
     assert mean_std([None, float("nan")]) == "–"
+    assert mean_std([0.5, None]) == "50.0"  # one value: no spread, so no "± 0.0"
 
 
 def test_markdown_table_rows_are_methods_and_columns_settings():
@@ -52,7 +66,6 @@ def test_sweep_run_again_keeps_finished_runs_and_runs_only_the_rest(tmp_path, mo
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from bouquet.simulations import launch as launch_mod
     from bouquet.simulations import reproduce as R
 
     preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg", "fedkper"), seeds=2)
@@ -61,7 +74,7 @@ def test_sweep_run_again_keeps_finished_runs_and_runs_only_the_rest(tmp_path, mo
     def fake_launch(config, **_):
         calls.append((config["method"], config["seed"]))
         if config["method"] == "fedkper" and config["seed"] == 1 and len(calls) <= 4:
-            return SimpleNamespace(ok=False, status="finished:failed", output="boom")  # interrupted
+            return SimpleNamespace(ok=False, status="finished:failed", output="boom", reason="boom")  # interrupted
         run = Path(config["output-dir"]) / "run"
         run.mkdir(parents=True)
         (run / "metrics.csv").write_text("round,partition_id,metric,value\n"
@@ -70,7 +83,7 @@ def test_sweep_run_again_keeps_finished_runs_and_runs_only_the_rest(tmp_path, mo
         return SimpleNamespace(ok=True, status="finished:completed", output="")
 
     monkeypatch.setattr(R, "launch", fake_launch)
-    monkeypatch.setattr(launch_mod, "stop_superlink", lambda *a, **k: None)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
     first = R.run_sweep(preset, tmp_path)
     assert len(calls) == 4 and [r["status"] for r in first].count("finished:failed") == 1
     second = R.run_sweep(preset, tmp_path)
@@ -101,7 +114,6 @@ def test_a_subset_run_into_a_sweep_folder_keeps_the_earlier_runs_in_results_and_
     import json
     from types import SimpleNamespace
 
-    from bouquet.simulations import launch as launch_mod
     from bouquet.simulations import reproduce as R
 
     def fake_launch(config, **_):
@@ -113,14 +125,16 @@ def test_a_subset_run_into_a_sweep_folder_keeps_the_earlier_runs_in_results_and_
         return SimpleNamespace(ok=True, status="finished:completed", output="")
 
     monkeypatch.setattr(R, "launch", fake_launch)
-    monkeypatch.setattr(launch_mod, "stop_superlink", lambda *a, **k: None)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
     monkeypatch.setattr(R, "plot", lambda *a: None)
     R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
     R.reproduce("fedkper", seeds=(1,), datasets=("heart-disease",), methods=("fedkper",), out=tmp_path)
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert sorted((r["method"], r["seed"]) for r in rows) == [("fedavg", "0"), ("fedkper", "1")]
     table = (tmp_path / "table.md").read_text()
-    assert "| fedavg | 50.0 ± 0.0 |" in table and "| fedkper | 80.0 ± 0.0 |" in table
+    assert "| fedavg | 50.0 |" in table and "| fedkper | 80.0 |" in table  # one seed each: no "±"
+    # each row holds one seed (seed 0 for fedavg, seed 1 for fedkper): the block says so
+    assert "### heart-disease, 4 clients (1 seed, no spread)" in table
 
 
 def test_round_curves_average_each_round_over_seeds_and_plot(tmp_path):
@@ -156,4 +170,117 @@ def test_markdown_table_names_each_methods_seed_count_when_they_differ():
     lines = markdown_table(results, preset).splitlines()
     assert lines[0] == "### cifar10-a0.1, 20 clients (3 seeds; per method in brackets)"
     assert lines[4].startswith("| fedkper (3 seeds) | 30.0 ± 0.0 |")
-    assert lines[5].startswith("| ditto (1 seed) | 30.0 ± 0.0 |")
+    assert lines[5].startswith("| ditto (1 seed, no spread) | 30.0 |")
+
+
+def _rows(preset, seeds, methods=("fedlog", "fedavg"), dataset="cora", k=3):
+    """Result rows with every column (headline, ``code:`` and ``last:``) set apart by value."""
+    return [{"method": m, "dataset": dataset, "clients": k, "seed": s,
+             **{metric: 0.5 + 0.1 * s for _, metric in preset.settings},
+             **{"code:" + metric: 0.4 for _, metric in preset.settings},
+             **{"last:" + metric: 0.3 for _, metric in preset.settings}} for m in methods for s in seeds]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_report_puts_the_labelled_headline_first_with_its_reason_and_seed_counts(name):
+    from bouquet.simulations.reproduce import report
+
+    preset = PRESETS[name]
+    dataset, k = preset.datasets[0], preset.clients_of(preset.datasets[0])[0]
+    headline, text = report(_rows(preset, (0, 1, 2), preset.methods[:2], dataset, k), preset, name)
+    sections = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    assert text.startswith(f"# bouquet reproduce {name}\n")
+    assert sections[0].startswith("## Headline table") and headline in text
+    assert text.index(headline) < text.index(sections[1]) if len(sections) > 1 else True
+    assert preset.headline.startswith("This is the headline table") and preset.headline in headline
+    blocks = [ln for ln in text.splitlines() if ln.startswith("### ")]
+    assert blocks and all(ln.endswith(f"{dataset}, {k} clients (3 seeds)") or ln == f"### {dataset}, {k} clients (3 seeds)"
+                          for ln in blocks)
+    assert len(blocks) == len(sections)  # every table states its seed count
+    if preset.select_by is None:
+        assert len(sections) == 1
+    else:  # the two other tables, each labelled as not the headline, with their own values
+        assert [s.split(":")[0] for s in sections] == ["## Headline table (table 1 of 3)", "## Table 2 of 3",
+                                                       "## Table 3 of 3"]
+        assert "FedLoG code's validation weighting" in sections[1] and "final round" in sections[2]
+        assert text.count("Not the headline") == 2
+        assert "| 60.0 ± 10.0 |" in headline and "| 40.0 ± 0.0 |" in text and "| 30.0 ± 0.0 |" in text
+
+
+def test_report_with_one_seed_has_no_spread_anywhere():
+    from bouquet.simulations.reproduce import report
+
+    preset = PRESETS["fedlog"]
+    headline, text = report(_rows(preset, (0,)), preset, "fedlog")
+    assert not [ln for ln in text.splitlines() if ln.startswith("|") and "±" in ln]
+    assert text.count("### cora, 3 clients (1 seed, no spread)") == 3
+    assert "| fedlog | 50.0 | 50.0 | 50.0 | 50.0 |" in headline
+
+
+def test_reproduce_prints_and_writes_the_headline_first(tmp_path, monkeypatch, capsys):
+    from bouquet.simulations import reproduce as R
+
+    rows = [{**r, "run": ""} for r in _rows(PRESETS["fedlog"], (0,), ("fedlog",))]
+    monkeypatch.setattr(R, "run_sweep", lambda preset, out: rows)
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    monkeypatch.setattr(R, "plot_curves", lambda *a: None)
+    R.reproduce("fedlog", quick=True, out=tmp_path)
+    printed, table = capsys.readouterr().out, (tmp_path / "table.md").read_text()
+    headline, _ = R.report(rows, R.build_preset("fedlog", quick=True), "fedlog")
+    assert printed.startswith(headline) and table.startswith("# bouquet reproduce fedlog\n\n" + headline)
+    assert "Table 2 of 3" not in printed and "Table 2 of 3" in table
+
+
+@pytest.mark.parametrize(("name", "quick"), [(n, q) for n in sorted(PRESETS) for q in (False, True)])
+def test_exported_toml_is_the_run_config_the_sweep_builds(tmp_path, name, quick):
+    import tomllib
+
+    from flwr.common.config import parse_config_args
+
+    from bouquet.config import RunConfig
+    from bouquet.simulations.reproduce import build_preset, export_run_configs, run_config_of
+
+    preset = build_preset(name, quick=quick)
+    written = export_run_configs(name, tmp_path, quick=quick)
+    cells = [(d, k, m) for d in preset.datasets for k in preset.clients_of(d) for m in preset.methods]
+    assert sorted(p.name for p in written) == sorted(f"{m}_{d}_k{k}.toml" for d, k, m in cells)
+    for dataset, k, method in cells:
+        path = tmp_path / f"{method}_{dataset}_k{k}.toml"
+        text = path.read_text()
+        parsed = parse_config_args([str(path)])  # what `flwr run . --run-config <file>` reads
+        assert parsed == tomllib.loads(text)
+        sweep = run_config_of(preset, dataset, method, preset.seed_values[0])
+        assert parsed == sweep  # same keys, same values (TOML types included)
+        assert RunConfig.from_run_config(parsed) == RunConfig.from_run_config(sweep)
+        assert f"#   num-supernodes={k} client-resources-num-cpus=1 client-resources-num-gpus=0.0\n" in text
+        assert f'--run-config "{tmp_path}/{path.name}"' in text and '#   flwr run "$BOUQUET" --stream' in text
+        assert f"--methods {method} --seeds {preset.seed_values[0]}," in text
+
+
+def test_committed_preset_tomls_match_the_generator(tmp_path):
+    """docs/presets/<preset>[-quick]/ is export_run_configs' output (rerun it after changing a preset)."""
+    import tomllib
+
+    from bouquet.simulations.reproduce import export_run_configs
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "presets"
+    for name in sorted(PRESETS):
+        for quick in (False, True):
+            folder = docs / f"{name}{'-quick' if quick else ''}"
+            fresh = {p.name: p for p in export_run_configs(name, tmp_path / folder.name, quick=quick)}
+            assert sorted(p.name for p in folder.glob("*.toml")) == sorted(fresh)
+            for file in folder.glob("*.toml"):
+                assert tomllib.loads(file.read_text()) == tomllib.loads(fresh[file.name].read_text())
+                assert f'--run-config "$BOUQUET/docs/presets/{folder.name}/{file.name}"' in file.read_text()
+
+
+def test_cli_export_toml_writes_the_cells_and_rejects_a_bad_method(tmp_path, capsys):
+    from bouquet import cli
+
+    assert cli.main(["reproduce", "fedkper", "--quick", "--methods", "fedkper,ditto", "--export-toml",
+                     str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.toml")) == ["ditto_heart-disease_k4.toml",
+                                                               "fedkper_heart-disease_k4.toml"]
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "fedkper", "--methods", "nope", "--export-toml", str(tmp_path / "x")])
+    assert "method='nope' is not valid" in capsys.readouterr().err
