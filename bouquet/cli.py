@@ -71,6 +71,8 @@ def _run(ns: argparse.Namespace) -> int:
 
     print(f"[bouquet] checked: {cfg.method} on {cfg.dataset} ({cfg.partitioner}, {ns.num_supernodes} clients, "
           f"{cfg.num_server_rounds} rounds, seed {cfg.seed}); results under {output_root(cfg)}", flush=True)
+    if ns.check:
+        return 0
     try:
         result = launch(overrides, num_supernodes=ns.num_supernodes, cpus_per_client=ns.cpus_per_client,
                         gpus_per_client=ns.gpus_per_client, echo="bouquet" if ns.quiet else True,
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cpus-per-client", type=int, default=1,
                      help="CPU cores per client (default 1: as many parallel clients as cores)")
     run.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per client (needs a CUDA GPU)")
+    run.add_argument("--check", action="store_true",
+                     help="only check the config, data, output folder and machine, then exit (0 = ready)")
     noise = run.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="print only Bouquet's lines and errors")
     noise.add_argument("-v", "--verbose", action="store_true", help="Flower's DEBUG log with timestamps")
@@ -178,9 +182,16 @@ def main(argv: list[str] | None = None) -> int:
 
         if ns.preset not in PRESETS:
             parser.error(f"unknown preset {ns.preset!r}; choose one of {', '.join(PRESETS)}")
+        from bouquet.preflight import PreflightError  # noqa: PLC0415
+
         split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
+        try:
+            overrides = _parse_overrides(ns.run_config)
+        except PreflightError as exc:
+            print(f"bouquet reproduce: error: {exc}", file=sys.stderr)
+            return 2
         subset = {"quick": ns.quick, "seeds": ns.seeds, "datasets": split(ns.datasets), "methods": split(ns.methods),
-                  "clients": tuple(int(k) for k in split(ns.clients)), "overrides": _parse_overrides(ns.run_config)}
+                  "clients": tuple(int(k) for k in split(ns.clients)), "overrides": overrides}
         if ns.export_toml is not None:
             from bouquet.config import ConfigError  # noqa: PLC0415
             from bouquet.simulations.reproduce import export_run_configs  # noqa: PLC0415
@@ -191,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(str(exc))
             print(f"[reproduce] {len(written)} run-config files in {ns.export_toml} (the command is in each file's header)")
             return 0
-        reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, **subset)
+        try:
+            reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, **subset)
+        except PreflightError as exc:
+            print(f"bouquet reproduce: error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if ns.command == "export-partitions":
         return _export(ns)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run one federated experiment through `flwr run` (Ray simulation).
-# Usage: bash scripts/run.sh [--num-supernodes N] [--run-config "key=value ..."]
+# Usage: bash scripts/run.sh [bouquet run options: --num-supernodes N --run-config "key=value ..." --check -q -v; see bouquet run --help]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"

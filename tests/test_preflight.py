@@ -89,7 +89,7 @@ def test_output_dir_that_cannot_be_created(tmp_path: Path):
         check_run({**DIGITS, "output-dir": str(tmp_path / "file" / "out")}, num_supernodes=3)
 
 
-def test_cli_run_refuses_bad_input_with_one_line_and_starts_nothing(monkeypatch, capsys):
+def test_cli_run_refuses_bad_input_with_one_line_and_starts_nothing(monkeypatch, capsys, tmp_path):
     from bouquet.simulations import launch as launch_mod
 
     monkeypatch.setattr(launch_mod, "SuperLink", lambda *a, **k: pytest.fail("a SuperLink was started"))
@@ -98,6 +98,10 @@ def test_cli_run_refuses_bad_input_with_one_line_and_starts_nothing(monkeypatch,
     assert len(err) == 1 and err[0].startswith("bouquet run: error: unknown run-config key 'methd'")
     assert cli.main(["run", "--cpus-per-client", "1", "--run-config", "num-server-rounds=0"]) == 2
     assert "num-server-rounds=0 is out of range" in capsys.readouterr().err
+    out = tmp_path / "out dir's"  # a space and an apostrophe survive Flower's parser
+    assert cli.main(["run", "--check", "--run-config", f"method='fedavg' dataset='digits' partitioner='iid' "
+                     f"output-dir=\"{out}\""]) == 0
+    assert f"results under {out}" in capsys.readouterr().out and out.is_dir()
 
 
 def test_cli_lists_choices_and_version(capsys):

@@ -25,7 +25,6 @@ from pathlib import Path
 
 CONNECTION = "bouquet-local"
 DEFAULT_DIR = Path(".bouquet-deploy")
-DEFAULT_PORT = 9400  # the SuperLink's one HTTP port (Control + Fleet + Runtime APIs in 1.41)
 
 
 def _bin(name: str) -> str:
@@ -112,9 +111,28 @@ class Deployment:
         meta = json.loads((folder / "processes.json").read_text())
         return cls(folder, meta["port"], meta["tls"], meta["auth"], {k: int(v) for k, v in meta["pids"].items()})
 
-    def run_command(self, app: Path) -> str:
+    def run_command(self, app: Path, partitions: Path | None = None) -> str:
+        """The next step to print; with exported partitions, the run config they were exported
+        with (the ClientApps refuse any other)."""
+        config: dict[str, object] = {"method": "fedavg", "num-server-rounds": 3}
+        if partitions is not None:
+            config |= exported_run_config(partitions / "partition_0")
+        text = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in config.items())
         return (f"FLWR_HOME={self.home.resolve()} FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 "
-                f"flwr run {app} {CONNECTION} --stream --run-config \"method='fedavg' num-server-rounds=3\"")
+                f"flwr run {app} {CONNECTION} --stream --run-config \"{text}\"")
+
+
+def exported_run_config(folder: Path) -> dict[str, object]:
+    """The run-config keys (dataset, partitioner, and each setting that is not the default) a
+    run needs to match the partition exported into ``folder``."""
+    from bouquet.config import RunConfig  # noqa: PLC0415
+    from bouquet.datasets.exported import MANIFEST, SPEC_KEYS  # noqa: PLC0415
+
+    spec = json.loads((folder / MANIFEST).read_text())["spec"]
+    defaults = RunConfig().to_run_config()
+    keys = {k: v for k, v in SPEC_KEYS.items() if k != "num_partitions"}
+    return {key: spec[field] for field, key in keys.items()
+            if key in ("dataset", "partitioner") or spec[field] != defaults[key]}
 
 
 def _spawn(dep: Deployment, name: str, cmd: list[str]) -> subprocess.Popen:
@@ -164,9 +182,14 @@ def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | N
     return _spawn(dep, name or f"supernode-{index}", cmd)
 
 
-def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int = DEFAULT_PORT,
+def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int | None = None,
            partitions: Path | None = None) -> Deployment:
-    """Certificates, keys, connection, SuperLink, registrations, SuperNodes — in that order."""
+    """Certificates, keys, connection, SuperLink, registrations, SuperNodes — in that order.
+    Without ``port``, a free one (never a fixed port another deployment may hold)."""
+    if port is None:
+        from bouquet.simulations.launch import free_port  # noqa: PLC0415
+
+        port = free_port()
     if auth and not tls:
         raise ValueError("--auth needs --tls: Flower only manages SuperNode keys over TLS")
     folder = folder.resolve()
@@ -228,11 +251,11 @@ def _alive(pid: int) -> bool:
 def flwr_run(dep: Deployment, app: Path, run_config: dict | None = None, timeout: float = 600.0):
     """``flwr run <app> bouquet-local --stream`` against this deployment; the real status
     comes from ``flwr ls`` (``--stream`` exits 0 even when a run fails)."""
-    from bouquet.simulations.launch import RUN_STARTED, LaunchResult, run_config_arg, run_status  # noqa: PLC0415
+    from bouquet.simulations.launch import LaunchResult, run_status, started_run_id, write_run_config  # noqa: PLC0415
 
     cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream"]
     if run_config:
-        cmd += ["--run-config", run_config_arg(run_config)]
+        cmd += ["--run-config", str(write_run_config(dep.folder / "run-config.toml", run_config))]
     cwd = dep.folder / "cwd"  # neutral: never the repository
     cwd.mkdir(exist_ok=True)
     try:
@@ -240,10 +263,9 @@ def flwr_run(dep: Deployment, app: Path, run_config: dict | None = None, timeout
         output = out.stdout + out.stderr
     except subprocess.TimeoutExpired as exc:
         output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-    match = RUN_STARTED.search(output)
-    run_id = int(match.group(1)) if match else None
-    status = run_status(run_id, dep.env(), cwd) if run_id is not None else "not-started"
-    return LaunchResult(run_id, status, output)
+    run_id = started_run_id(output)
+    status, details = run_status(run_id, dep.env(), cwd) if run_id is not None else ("not-started", "")
+    return LaunchResult(run_id, status, output, details)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true", help="TLS with a generated CA")
     parser.add_argument("--auth", action="store_true", help="SuperNode authentication (needs --tls)")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="certificates, keys, Flower config, logs")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the SuperLink's port")
+    parser.add_argument("--port", type=int, default=None, help="the SuperLink's port (default: a free one)")
     parser.add_argument("--partitions", type=Path, default=None,
                         help="folder from `bouquet export-partitions`: node i reads only partition_<i>/")
     parser.add_argument("--detach", action="store_true", help="return once started (stop with --stop)")
@@ -274,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[2]
     print(f"[deploy-local] SuperLink 127.0.0.1:{dep.port} ({'TLS' if dep.tls else 'insecure'}"
           f"{', node auth' if dep.auth else ''}), {ns.nodes} SuperNodes; logs in {dep.folder / 'logs'}")
-    print(f"[deploy-local] run:\n  {dep.run_command(repo)}\n  FLWR_HOME={dep.home} flwr ls")
+    print(f"[deploy-local] run:\n  {dep.run_command(repo, ns.partitions)}\n  FLWR_HOME={dep.home} flwr ls")
     if ns.detach:
         return 0
     print("[deploy-local] Ctrl-C stops everything")

@@ -161,23 +161,39 @@ class SuperLink:
                               text=True, **kw)
 
     def status(self, run_id: int) -> tuple[str, str]:
-        """(status, details) as ``flwr ls`` reports them."""
-        out = self.flwr("ls", "--run-id", str(run_id), "--format", "json", timeout=120)
-        try:
-            run = json.loads(out.stdout)["runs"][0]
-            details = str(run.get("status-details", ""))
-            return str(run["status"]), "" if details == "N/A" else details
-        except (ValueError, KeyError, IndexError):
-            return f"unknown ({out.stdout.strip()[:200]} {out.stderr.strip()[:200]})", ""
+        return run_status(run_id, self.env, self.cwd)
 
     def run_config_file(self, run_config: dict[str, Any]) -> Path:
-        """The overrides as a TOML file: Flower parses it itself, so no value is re-quoted."""
-        import tomli_w  # noqa: PLC0415 (a flwr dependency)
-
         self._runs += 1
-        path = self.home / f"run-config-{self._runs}.toml"
-        path.write_text(tomli_w.dumps(run_config))
-        return path
+        return write_run_config(self.home / f"run-config-{self._runs}.toml", run_config)
+
+
+def run_status(run_id: int, env: dict[str, str], cwd: Path) -> tuple[str, str]:
+    """(status, details) as ``flwr ls`` reports them (``--stream`` exits 0 even on failure)."""
+    out = subprocess.run([_bin("flwr"), "ls", "--run-id", str(run_id), "--format", "json"], env=env, cwd=cwd,
+                         capture_output=True, text=True, timeout=120)
+    try:
+        run = json.loads(out.stdout)["runs"][0]
+        details = str(run.get("status-details", ""))
+        return str(run["status"]), "" if details == "N/A" else details
+    except (ValueError, KeyError, IndexError):
+        return f"unknown ({out.stdout.strip()[:200]} {out.stderr.strip()[:200]})", ""
+
+
+def write_run_config(path: Path, run_config: dict[str, Any]) -> Path:
+    """The overrides as a TOML file: Flower parses it itself, so no value is re-quoted."""
+    import tomli_w  # noqa: PLC0415 (a flwr dependency)
+
+    path.write_text(tomli_w.dumps(run_config))
+    return path
+
+
+def started_run_id(output: str) -> int | None:
+    """The run id `flwr run` prints once the SuperLink accepted the run."""
+    for line in output.splitlines():
+        if "Successfully started run" in line:
+            return int(line.rsplit("run", 1)[1].split()[0])
+    return None
 
 
 def federation_config(num_supernodes: int, cpus_per_client: int, gpus_per_client: float, verbose: bool) -> str:
@@ -226,8 +242,8 @@ def launch(
             if echo is True or (echo and ("[bouquet]" in line or "ERROR" in line)):
                 sys.stdout.write(line)
                 sys.stdout.flush()
-            if run_id is None and "Successfully started run" in line:
-                run_id = int(line.rsplit("run", 1)[1].split()[0])
+            if run_id is None:
+                run_id = started_run_id(line)
             if deadline is not None and time.monotonic() > deadline:
                 break
     finally:

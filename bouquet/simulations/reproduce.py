@@ -211,6 +211,20 @@ def run_config_of(preset: Preset, dataset: str, method: str, seed: int) -> dict[
             **preset.method_config.get(method, {}), **preset.overrides, "seed": seed}
 
 
+def check_sweep(preset: Preset, out: Path) -> None:
+    """Every cell's config, data and federation size, checked before the first run starts
+    (``bouquet.preflight``): a typo in ``--run-config`` fails in seconds, not after hours."""
+    from bouquet.preflight import PreflightError, check_run  # noqa: PLC0415
+
+    for dataset in preset.datasets:
+        for k in preset.clients_of(dataset):
+            for method in preset.methods:
+                try:
+                    check_run({**run_config_of(preset, dataset, method, 0), "output-dir": str(out)}, k)
+                except PreflightError as exc:
+                    raise PreflightError(f"{method} on {dataset} with {k} clients: {exc}") from None
+
+
 def run_sweep(preset: Preset, out: Path) -> list[dict[str, Any]]:
     """Every run of the sweep through one private SuperLink (started at the first run that is
     not kept from an earlier sweep, stopped at the end); a failed run is recorded, not fatal."""
@@ -460,6 +474,8 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
                           overrides=overrides)
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
     # a subset run into a folder that holds earlier runs: results and table cover them all
+    if not rebuild_only:
+        check_sweep(preset, out)
     results = [] if rebuild_only else run_sweep(preset, out)
     results += scan(preset, out, skip={r["run"] for r in results if r.get("run")})
     write_csv(results, out / "results.csv")

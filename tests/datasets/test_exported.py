@@ -156,3 +156,22 @@ def test_cli_rejects_bad_settings_by_key(tmp_path: Path, capsys: pytest.CaptureF
     assert cli.main(args) == 2
     assert "min-partition-size" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_deploy_local_prints_the_run_config_the_partitions_were_exported_with(tmp_path):
+    from bouquet.config import RunConfig
+    from bouquet.datasets.exported import check_manifest, read_manifest
+    from bouquet.config import data_spec
+    from bouquet.deploy.local import Deployment, exported_run_config
+
+    spec = DataSpec("digits", "dirichlet", 4, alpha=0.3, classes_per_client=2, seed=3)
+    export_partitions(spec, tmp_path)
+    config = exported_run_config(tmp_path / "partition_0")
+    assert config == {"dataset": "digits", "partitioner": "dirichlet", "dirichlet-alpha": 0.3, "seed": 3}
+    # a run with exactly these keys passes every ClientApp's manifest check
+    cfg = RunConfig.from_run_config({"method": "fedavg", **config})
+    for i in range(4):
+        folder = tmp_path / f"partition_{i}"
+        check_manifest(read_manifest(folder), data_spec(cfg, 4), i, folder)
+    command = Deployment(tmp_path, 1234, False, False).run_command(Path("/app"), tmp_path)
+    assert "dataset='digits' partitioner='dirichlet' dirichlet-alpha=0.3 seed=3\"" in command
