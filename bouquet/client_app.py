@@ -8,7 +8,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from bouquet import client_state
+from bouquet import adversary, client_state
 from bouquet.clients.base import Arrays, ClientCall, ClientReply
 from bouquet.config import RunConfig
 from bouquet.federation import NUM_PARTITIONS
@@ -100,6 +100,8 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
         content["arrays"] = _to_record(reply.arrays)
     for name, arrays in reply.extras.items():
         content[name] = _to_record(arrays)
+    if step == "train":
+        content = adversary.corrupt(content, cid)  # unchanged unless BOUQUET_ADVERSARY targets cid
     return Message(content, reply_to=msg)
 
 

@@ -54,6 +54,10 @@ class RunConfig:
     resume_from: str = ""  # a run folder: continue after its last completed round
     round_timeout: float = field(default=3600.0, metadata=_range(0.0, None, lo_open=True))  # seconds per phase
     min_replies: int = field(default=1, metadata=_range(1))  # sound train replies a round needs to aggregate
+    # Untrusted participants (README "Threat model"): the aggregation rule and an update-norm bound
+    aggregator: str = field(default="mean", metadata={"choices": ("mean", "median", "trimmed-mean")})
+    trim_fraction: float = field(default=0.2, metadata=_range(0.0, 0.5))  # trimmed-mean: cut per side
+    max_update_norm: float = field(default=0.0, metadata=_range(0.0))  # L2 clip of each update; 0 = off
     data_dir: str = ""
     graph_unseen_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
     graph_missing_classes: int = field(default=1, metadata=_range(0))
@@ -114,11 +118,22 @@ class RunConfig:
                 _check_range(key, value, meta)
         from bouquet.registry import METHODS  # noqa: PLC0415
 
+        if self.trim_fraction >= 0.5:
+            raise ConfigError(f"trim-fraction={self.trim_fraction!r} is out of range; allowed: [0, 0.5)")
         allowed = METHODS[self.method].datasets
         if self.dataset not in allowed:
             raise ConfigError(
                 f"dataset={self.dataset!r} does not suit method={self.method!r}; choose one of: {', '.join(allowed)}"
             )
+
+    def check_federation(self, num_clients: int) -> None:
+        """Settings that depend on the federation size, checked before round 1 (server and CLI):
+        a run that could never update its model must not start."""
+        sampled = max(int(num_clients * self.fraction_train), 1)  # Flower's FedAvg sampling
+        if self.min_replies > sampled:
+            raise ConfigError(
+                f"min-replies={self.min_replies} is more than the {sampled} client(s) sampled per round "
+                f"({num_clients} clients × fraction-train={self.fraction_train:g}): the model could never be updated")
 
     def to_run_config(self) -> dict[str, Any]:
         """The kebab-case mapping Flower would pass (for results files and subprocesses)."""

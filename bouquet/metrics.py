@@ -34,6 +34,7 @@ BWT = "bwt"
 CORRECT = "correct@local_test"  # per-sample correctness (an array): client-side only, never sent
 GLOBAL_NFR = f"{NFR}:{GLOBAL_GLOBAL}"
 LOCAL_NFR = f"{NFR}:local_model@{LOCAL_TEST}"
+UPDATE_NORM = "update_norm"  # ‖client arrays − global arrays‖₂, computed by the server
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key; the client's train (or test) size
 PARTITION_ID = "partition-id"
 

@@ -107,6 +107,7 @@ def check_run(overrides: dict[str, Any], num_supernodes: int, cpus_per_client: A
         raise PreflightError(str(exc)) from None
     try:
         check_spec(data_spec(cfg, num_supernodes))
+        cfg.check_federation(num_supernodes)
     except ValueError as exc:
         raise PreflightError(str(exc)) from None
     check_data(cfg.dataset, cfg.data_dir)

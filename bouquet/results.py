@@ -142,10 +142,14 @@ class RunRecorder:
             out.update(self.server[r])
         return dict(sorted(out.items()))
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, failure: str | None = None) -> dict[str, Any]:
+        """Close metrics.csv, write summary.json (``status`` completed, or failed with the
+        reason) and the figures."""
         self._file.close()
         summary = {
             **self.meta,
+            "status": "completed" if failure is None else "failed",
+            **({} if failure is None else {"failure": failure}),
             "final": self.final(),
             "rounds_completed": max(self.server, default=0),
             "rejected_updates": self.rejections,

@@ -4,7 +4,7 @@ and write the results."""
 from __future__ import annotations
 
 import time
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from bouquet.config import ConfigError, RunConfig, data_spec
 from bouquet.datasets import GRAPH_DATASETS, DataFileError, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.registry import get_method
+from bouquet.strategies import RunFailed
 from bouquet.results import RunRecorder, format_table, headline_text, output_root, write_partition
 from bouquet.seeding import seed_everything
 
@@ -96,7 +97,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         cfg = RunConfig.from_run_config(context.run_config)  # fails before anything starts
         run(grid, cfg, context.run_id)
-    except (ConfigError, DataFileError, ValueError) as exc:
+    except (ConfigError, DataFileError, ValueError, RunFailed) as exc:
         # One line naming the key or file (what `bouquet run` prints last); the run still fails.
         log(ERROR, "[bouquet] error: %s", exc)
         raise
@@ -109,6 +110,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     log(INFO, "[bouquet] %d clients answered; loading %s", clients.num_partitions, cfg.dataset)
     spec = data_spec(cfg, clients.num_partitions)
     check_spec(spec)  # dataset/partitioner/federation-size combinations, before round 1
+    cfg.check_federation(clients.num_partitions)
     method = get_method(cfg.method)
     dataset = load_dataset(spec.dataset, data_root(spec.data_dir))
     torch.manual_seed(cfg.seed)
@@ -131,9 +133,12 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     strategy = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
     evaluator = ServerEvaluator(cfg, spec, recorder, strategy.server_evaluates, lambda: method.model(cfg, dataset))
     try:  # the clients' own seeded split, from labels the server already loaded (cached)
-        write_partition(spec, recorder.run_dir)
+        counts = write_partition(spec, recorder.run_dir)
+        # a client cannot claim more examples than its partition holds (the bound of its weight)
+        strategy.max_examples = {int(name): float(row.sum()) for name, row in counts if name.isdigit()}
     except Exception as exc:  # noqa: BLE001 (a figure never stops a run)
-        log(INFO, "[bouquet] no partition.png: the server cannot materialise the partitions (%s)", exc)
+        log(WARNING, "[bouquet] the server cannot materialise the partitions (%s): no partition.png, and "
+            "num-examples is bounded only by being positive", exc)
     if ckpt is not None:
         strategy.load_state_arrays(ckpt.strategy)
         evaluator.previous = dict(ckpt.evaluator)
@@ -156,8 +161,11 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         first_round=1 if ckpt is None else ckpt.round + 1,
         on_round_end=save_checkpoint,
     )
-    summary = recorder.finish()
+    failure = strategy.run_problem()
+    summary = recorder.finish(failure)
     log(INFO, "[bouquet] final metrics (%s):\n%s", recorder.run_dir, format_table(summary["final"]))
+    if failure is not None:
+        raise RunFailed(failure)  # the run ends finished:failed, with the reason as its last line
     settings = [(title, summary["final"].get(M.name("local_model", data))) for title, data in GRAPH_SETTINGS]
     if cfg.dataset in GRAPH_DATASETS:
         log(INFO, "[bouquet] each client's model after local training: %s",

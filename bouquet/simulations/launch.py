@@ -82,12 +82,12 @@ class SuperLink:
     Use as a context manager; ``stop`` signals only the process started here and its own
     descendants (the SuperExec, the simulation, Ray), never a SuperLink found on a port."""
 
-    def __init__(self, *, say=print, keep_home: bool = False) -> None:
+    def __init__(self, *, say=print, keep_home: bool = False, env: dict[str, str] | None = None) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="bouquet-flwr-"))
         self.cwd = self.home / "cwd"  # neutral: the SuperLink's cwd ends up on the actors' sys.path
         self.cwd.mkdir()
         self.log = self.home / "superlink.log"
-        self.env = flwr_env(self.home)
+        self.env = {**flwr_env(self.home), **(env or {})}  # env: e.g. BOUQUET_ADVERSARY for attack tests
         self.say, self.keep_home = say, keep_home
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -213,6 +213,7 @@ def launch(
     timeout: float | None = None,
     superlink: SuperLink | None = None,
     verbose: bool = False,
+    env: dict[str, str] | None = None,
 ) -> LaunchResult:
     """``flwr run <app> --stream`` with overrides; returns the run's real final status.
 
@@ -220,7 +221,7 @@ def launch(
     Without ``superlink`` a private one is started for this run and stopped after it."""
     say = print if echo else (lambda *_: None)
     if superlink is None:
-        with SuperLink(say=say) as link:
+        with SuperLink(say=say, env=env) as link:
             return launch(run_config, num_supernodes=num_supernodes, cpus_per_client=cpus_per_client,
                           gpus_per_client=gpus_per_client, app_dir=app_dir, echo=echo, timeout=timeout,
                           superlink=link, verbose=verbose)

@@ -1,5 +1,6 @@
 """Server side of each method: a Flower strategy with Bouquet's reproducibility and robustness."""
 
-from bouquet.strategies.base import BouquetStrategy, reply_problem
+from bouquet.strategies.base import BouquetStrategy, RunFailed
+from bouquet.strategies.replies import ReplyRules, reply_problem
 
-__all__ = ["BouquetStrategy", "reply_problem"]
+__all__ = ["BouquetStrategy", "ReplyRules", "RunFailed", "reply_problem"]

@@ -1,5 +1,6 @@
 """What every Bouquet strategy adds to Flower's: reproducible sampling and ordering,
-rejection of bad updates, and per-round metrics written to disk.
+rejection of bad replies (``bouquet.strategies.replies``), an optional update-norm bound and
+robust aggregation, per-round metrics written to disk, and a verdict on whether the run trained.
 
 :class:`BouquetStrategy` is a mixin placed before a Flower strategy class
 (``class FedAvgStrategy(BouquetStrategy, FedAvg)``), so the aggregation math stays Flower's.
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
@@ -22,38 +23,12 @@ from bouquet.config import RunConfig
 from bouquet.federation import ClientDirectory
 from bouquet.results import RunRecorder
 from bouquet.seeding import derive_seed
+from bouquet.strategies.replies import ReplyRules, clip_update, reply_problem, robust_mean
 
 
-def reply_problem(content: RecordDict, reference: ArrayRecord | None) -> str | None:
-    """Why a train reply must not be aggregated, or None when it is sound.
-
-    Checks: one ``arrays`` ArrayRecord and one ``metrics`` MetricRecord; the same keys and
-    shapes as the global model; only finite values; a positive, finite ``num-examples``.
-    """
-    if not isinstance(content.get("metrics"), MetricRecord):
-        return "no 'metrics' MetricRecord"
-    n = content["metrics"].get(M.NUM_EXAMPLES)
-    if not isinstance(n, int | float) or not np.isfinite(n) or n <= 0:
-        return f"'{M.NUM_EXAMPLES}' must be a positive number, got {n!r}"
-    if reference is None:
-        return None
-    arrays = content.get("arrays")
-    if not isinstance(arrays, ArrayRecord):
-        return "no 'arrays' ArrayRecord"
-    if list(arrays.keys()) != list(reference.keys()):
-        missing = sorted(set(reference.keys()) - set(arrays.keys()))
-        extra = sorted(set(arrays.keys()) - set(reference.keys()))
-        return f"array keys differ from the global model (missing {missing}, extra {extra})"
-    for key in reference.keys():
-        got, want = arrays[key], reference[key]
-        if tuple(got.shape) != tuple(want.shape):
-            return f"'{key}' has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        values = got.numpy()
-        if not np.issubdtype(values.dtype, np.number):
-            return f"'{key}' has non-numeric dtype {values.dtype}"
-        if not np.all(np.isfinite(values)):
-            return f"'{key}' contains NaN or Inf"
-    return None
+class RunFailed(RuntimeError):
+    """The run could not do its job (no round trained, most replies rejected): it must not
+    end as completed."""
 
 
 def aggregate_metric_records(records: list[RecordDict], weighting_key: str) -> MetricRecord:
@@ -84,6 +59,9 @@ class BouquetStrategy:
     has_global_model = True  # replies carry arrays shaped like the global model
     server_evaluates = True  # the server can score the global model on its own data
     weight_key = M.NUM_EXAMPLES  # Flower's weighted_by_key
+    weight_range = (0.0, float("inf"))  # bounds of a weight other than num-examples
+    nan_weight_ok = False  # a NaN weight is let through (the method falls back)
+    extra_records: tuple[str, ...] = ()  # ArrayRecords a train reply carries besides "arrays"
 
     def __init__(self, *, cfg: RunConfig, clients: ClientDirectory, recorder: RunRecorder, **kwargs) -> None:
         super().__init__(
@@ -100,10 +78,33 @@ class BouquetStrategy:
         self.cfg, self.clients, self.recorder = cfg, clients, recorder
         self.global_arrays: ArrayRecord | None = None
         self._awaiting: dict[str, list[Message]] = {}  # the messages a phase waits on
+        self.max_examples: dict[int, float] = {}  # partition id -> its size, where the server knows it
+        self.tally = {"train_sound": 0, "train_rejected": 0, "rounds_trained": 0, "rounds": 0}
+        self.last_norms: dict[int, float] = {}  # partition id -> update norm, latest round it sent one
 
     # --- hooks for methods -------------------------------------------------------------
     def extra_problem(self, content: RecordDict) -> str | None:
         """Method-specific checks of a train reply's other records (None = sound)."""
+        return None
+
+    def rules(self, pid: int, phase: str) -> ReplyRules:
+        """What partition ``pid``'s reply may carry in ``phase``."""
+        records = frozenset({"arrays", *self.extra_records}) if phase == "train" else frozenset()
+        return ReplyRules(records, self.max_examples.get(pid, float("inf")), self.weight_key,
+                          self.weight_range, self.nan_weight_ok)
+
+    def run_problem(self) -> str | None:
+        """Why the finished run did not do its job, or None: no round updated the model, or
+        most train replies were rejected (the partitions with the largest updates named)."""
+        t = self.tally
+        if t["rounds"] and not t["rounds_trained"]:
+            return (f"no round had min-replies={self.cfg.min_replies} sound update(s); the model never trained "
+                    f"({t['train_rejected']} replies rejected, see summary.json rejected_updates)")
+        if t["train_rejected"] > t["train_sound"]:
+            largest = sorted(self.last_norms.items(), key=lambda kv: -kv[1])[:3]
+            named = ", ".join(f"partition {p} ({n:.3g})" for p, n in largest)
+            return (f"{t['train_rejected']} of {t['train_rejected'] + t['train_sound']} train replies were rejected "
+                    f"(see summary.json rejected_updates); largest update norms: {named or 'none'}")
         return None
 
     def round_config(self, server_round: int) -> dict[str, float | int | str]:
@@ -194,13 +195,20 @@ class BouquetStrategy:
                     "is missing" if gone else "failed", msg.error.reason)
                 self.recorder.rejected(server_round, pid, f"{phase} error: {msg.error.reason}")
                 continue
-            problem = reply_problem(msg.content, reference)
+            problem = reply_problem(msg.content, reference, self.rules(pid, phase))
             if problem is None and phase == "train":
-                problem = self.extra_problem(msg.content)
+                try:
+                    problem = self.extra_problem(msg.content)
+                except Exception as exc:  # noqa: BLE001 (a forged record must not crash the round)
+                    problem = f"malformed reply ({type(exc).__name__}: {exc})"
             if problem is not None:
-                log(WARNING, "round %d %s: rejected update from partition %d: %s", server_round, phase, pid, problem)
+                log(WARNING, "round %d %s: rejected reply from partition %d: %s", server_round, phase, pid, problem)
                 self.recorder.rejected(server_round, pid, problem)
+                self.tally["train_rejected"] += phase == "train"
                 continue
+            self.tally["train_sound"] += phase == "train"
+            if phase == "train" and reference is not None:
+                self._bound_update(server_round, pid, msg.content, reference)
             metrics = dict(msg.content["metrics"])
             if phase != "train":  # sizes were recorded with the training reply
                 metrics = {k: v for k, v in metrics.items() if not k.startswith(M.NUM_EXAMPLES)}
@@ -208,14 +216,36 @@ class BouquetStrategy:
             sound.append(msg)
         return sound
 
+    def _bound_update(self, server_round: int, pid: int, content: RecordDict, reference: ArrayRecord) -> None:
+        """Record the update's L2 norm (server-side, per partition) and clip it to
+        ``max-update-norm`` when that is set."""
+        arrays = {k: v.numpy() for k, v in content["arrays"].items()}
+        clipped, norm = clip_update(arrays, {k: v.numpy() for k, v in reference.items()}, self.cfg.max_update_norm)
+        self.last_norms[pid] = norm
+        self.recorder.client_metrics(server_round, pid, {M.UPDATE_NORM: norm})
+        if clipped is not arrays:
+            log(INFO, "round %d: update of partition %d clipped from norm %.4g to max-update-norm=%g",
+                server_round, pid, norm, self.cfg.max_update_norm)
+            content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in clipped.items()})
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         reference = self.global_arrays if self.has_global_model else None
         sound = self._sorted_sound(server_round, replies, "train", reference)
+        self.tally["rounds"] += 1
         if len(sound) < self.cfg.min_replies:
             log(WARNING, "round %d: %d sound update(s), fewer than min-replies=%d; the global model stays as it was",
                 server_round, len(sound), self.cfg.min_replies)
             return None, None
-        arrays, metrics = self._aggregate_sound(server_round, sound)
+        try:
+            arrays, metrics = self._aggregate_sound(server_round, sound)
+        except Exception as exc:  # noqa: BLE001 (validated replies should not get here; never crash a round)
+            log(WARNING, "round %d: aggregation failed (%s: %s); the global model stays as it was",
+                server_round, type(exc).__name__, exc)
+            return None, None
+        if arrays is not None and not all(np.all(np.isfinite(v.numpy())) for v in arrays.values()):
+            log(WARNING, "round %d: the aggregate is not finite; the global model stays as it was", server_round)
+            return None, None
+        self.tally["rounds_trained"] += 1
         if metrics is not None:
             self.recorder.server_metrics(server_round, dict(metrics))
         return arrays, metrics
@@ -227,7 +257,14 @@ class BouquetStrategy:
         flip rates that only returning clients have."""
         key = weight_key or self.weight_key
         contents = [m.content for m in sound]
-        arrays = aggregate_arrayrecords(contents, key) if self.has_global_model else None
+        if not self.has_global_model:
+            arrays = None
+        elif self.cfg.aggregator == "mean":
+            arrays = aggregate_arrayrecords(contents, key)
+        else:  # unweighted, coordinate-wise (Flower's FedMedian / FedTrimmedAvg rule)
+            arrays = ArrayRecord({k: Array(np.ascontiguousarray(robust_mean(
+                np.stack([c["arrays"][k].numpy() for c in contents]), self.cfg.aggregator, self.cfg.trim_fraction
+            ).astype(contents[0]["arrays"][k].numpy().dtype))) for k in contents[0]["arrays"].keys()})
         return arrays, aggregate_metric_records(contents, key)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:

@@ -18,6 +18,8 @@ from bouquet.strategies.base import BouquetStrategy
 
 class FedKPerStrategy(BouquetStrategy, FedAvg):
     weight_key = SCORE
+    weight_range = (0.0, 1.0 + 1e-6)  # max(acc, 0) · (1e-6 + entropy / log C)
+    nan_weight_ok = True  # a NaN score makes the round sample-size FedAvg, as the code does
 
     def _aggregate_sound(self, server_round: int, sound: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         scores = [m.content["metrics"].get(SCORE, math.nan) for m in sound]

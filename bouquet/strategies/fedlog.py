@@ -18,6 +18,8 @@ from bouquet.strategies.base import BouquetStrategy
 
 class FedLoGStrategy(BouquetStrategy, FedAvg):
     weight_key = "fedlog-uniform"  # every client counts once, as in the authors' server
+    weight_range = (1.0, 1.0)  # anything else would be a client re-weighting itself
+    extra_records = (UPLOAD,)
     server_evaluates = False  # a FedLoG model predicts only with a client's synthetic nodes
 
     def __init__(self, **kwargs) -> None:

@@ -21,6 +21,8 @@ def mix(arrays: list[dict[str, np.ndarray]], weights: np.ndarray) -> dict[str, n
 
 
 class FedPubStrategy(BouquetStrategy, FedAvg):
+    extra_records = (UPLOAD,)  # the functional embedding
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.personalized: dict[int, dict[str, np.ndarray]] = {}  # partition id -> arrays

@@ -1,0 +1,139 @@
+"""Attacks a participant can send, each refused or bounded by the server (unit level; the
+same attacks in real runs are in tests/test_attacks.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bouquet import adversary
+from bouquet.config import ConfigError, RunConfig
+from bouquet.strategies.fedavg import FedAvgStrategy
+from bouquet.strategies.fedkper import FedKPerStrategy
+from bouquet.strategies.replies import clip_update, robust_mean
+from tests.strategies.helpers import global_arrays, make_strategy, reply
+
+W0 = {"w": np.zeros((2, 2)), "b": np.zeros(2)}
+NODES = {10: 0, 11: 1, 12: 2}
+
+
+def _honest(node: int, value: float, n: float = 10.0, **metrics):
+    return reply(node, {"w": np.full((2, 2), value), "b": np.full(2, value)}, {"num-examples": n, **metrics})
+
+
+def _strategy(tmp_path, cls=FedAvgStrategy, **cfg):
+    strategy, recorder = make_strategy(cls, tmp_path, NODES, **cfg)
+    strategy.global_arrays = global_arrays(**W0)
+    strategy.max_examples = {0: 100.0, 1: 100.0, 2: 100.0}
+    return strategy, recorder
+
+
+@pytest.mark.parametrize("attack", ["num-examples:1e12", "metrics-first", "extra-arrays", "extra-key", "float64",
+                                    "complex64", "nan", "metric:local_model@local_test=7", "metric:num-examples=-3"])
+def test_every_malformed_or_out_of_bounds_reply_is_rejected_and_named(tmp_path, attack, caplog):
+    strategy, recorder = _strategy(tmp_path)
+    # the attacker is the LAST client, so a crash in aggregation (e.g. complex64) would show
+    bad = _honest(12, 5.0)
+    bad.content = adversary.corrupt(bad.content, 2, f"{attack}@2")
+    arrays, _ = strategy.aggregate_train(1, [_honest(10, 1.0), _honest(11, 3.0), bad])
+    np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), 2.0))  # the two honest ones only
+    assert arrays["w"].numpy().dtype == np.float32
+    assert [(r["round"], r["partition_id"]) for r in recorder.rejections] == [(1, 2)]
+    assert "partition 2" in caplog.text
+
+
+def test_a_scaled_update_is_clipped_to_the_norm_bound(tmp_path):
+    strategy, recorder = _strategy(tmp_path, **{"max-update-norm": 1.0})
+    bad = _honest(12, 5.0)
+    bad.content = adversary.corrupt(bad.content, 2, "scale:1e6@2")
+    arrays, _ = strategy.aggregate_train(1, [_honest(10, 0.1), _honest(11, 0.1), bad])
+    # honest updates (norm sqrt(6)*0.1 < 1) pass unchanged; the attacker's counts with norm 1
+    # in the direction of ones: w_i = 1/sqrt(6) each
+    expected = (0.1 * 10 + 0.1 * 10 + 10 / math.sqrt(6)) / 30
+    np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), expected), rtol=1e-5)
+    norms = {r["partition_id"]: float(r["value"]) for r in _rows(recorder) if r["metric"] == "update_norm"}
+    assert norms["2"] == pytest.approx(5e6 * math.sqrt(6), rel=1e-6)  # the log names the attacker's norm
+
+
+def _rows(recorder):
+    import csv
+
+    return list(csv.DictReader(open(recorder.run_dir / "metrics.csv")))
+
+
+@pytest.mark.parametrize(("aggregator", "expected"), [("median", 3.0), ("trimmed-mean", 3.0)])
+def test_robust_aggregators_ignore_one_outlier(tmp_path, aggregator, expected):
+    strategy, _ = _strategy(tmp_path, aggregator=aggregator, **{"trim-fraction": 0.2})
+    strategy.clients = type(strategy.clients)({10 + i: i for i in range(5)}, 5)
+    strategy.max_examples = {i: 100.0 for i in range(5)}
+    replies = [_honest(10 + i, v) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 1e6])]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # median of (1,2,3,4,1e6) = 3; trimmed mean cutting 1 per side = mean(2,3,4) = 3
+    np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), expected))
+
+
+def test_clip_and_robust_mean_against_hand_values():
+    ref = {"a": np.zeros(2, np.float32)}
+    clipped, norm = clip_update({"a": np.array([3.0, 4.0], np.float32)}, ref, 1.0)
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.8], rtol=1e-6)
+    same, _ = clip_update({"a": np.array([0.3, 0.4], np.float32)}, ref, 1.0)
+    np.testing.assert_array_equal(same["a"], np.array([0.3, 0.4], np.float32))  # untouched
+    stacked = np.array([[0.0], [1.0], [2.0], [10.0]])
+    assert robust_mean(stacked, "median", 0.0)[0] == pytest.approx(1.5)
+    assert robust_mean(stacked, "trimmed-mean", 0.25)[0] == pytest.approx(1.5)  # mean(1, 2)
+
+
+@pytest.mark.parametrize("score", [1e9, -0.5])
+def test_fedkper_scores_outside_their_range_are_rejected(tmp_path, score):
+    strategy, recorder = _strategy(tmp_path, FedKPerStrategy, method="fedkper", dataset="digits", partitioner="iid")
+    arrays, _ = strategy.aggregate_train(1, [_honest(10, 1.0, **{"fedkper-score": 0.5}),
+                                             _honest(11, 3.0, **{"fedkper-score": score}),
+                                             _honest(12, 5.0, **{"fedkper-score": 0.5})])
+    np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), 3.0))  # (1·0.5 + 5·0.5) / 1
+    assert [r["partition_id"] for r in recorder.rejections] == [1]
+
+
+def test_fedlog_reply_without_its_weight_is_rejected_not_a_crash(tmp_path):
+    from bouquet.strategies.fedlog import FedLoGStrategy
+
+    strategy, recorder = _strategy(tmp_path, FedLoGStrategy, method="fedlog", dataset="cora")
+    problem = strategy.rules(0, "train")
+    assert problem.weight_key == "fedlog-uniform" and problem.weight_range == (1.0, 1.0)
+    from bouquet.strategies.replies import reply_problem
+
+    msg = _honest(10, 1.0)
+    assert "ArrayRecords" in reply_problem(msg.content, strategy.global_arrays, problem)  # no upload record
+    assert "fedlog-uniform" in reply_problem(msg.content, strategy.global_arrays,
+                                             strategy.rules(0, "train").__class__(frozenset({"arrays"}), 100.0,
+                                                                                  "fedlog-uniform", (1.0, 1.0)))
+
+
+def test_a_run_that_never_trained_or_mostly_rejected_is_a_failure(tmp_path):
+    strategy, _ = _strategy(tmp_path)
+    for rnd in (1, 2):
+        strategy.aggregate_train(rnd, [_honest(10, np.nan)])
+    assert "never trained" in strategy.run_problem()
+    strategy, _ = _strategy(tmp_path / "b")
+    bad = _honest(12, 1.0)
+    bad.content = adversary.corrupt(bad.content, 2, "scale:1e6@2")
+    strategy.aggregate_train(1, [_honest(10, 1.0), _honest(11, 1.0), bad])  # averaged in: mean is the default
+    for rnd in (2, 3):  # from the poisoned model every client diverges
+        strategy.aggregate_train(rnd, [_honest(node, np.nan) for node in NODES])
+    problem = strategy.run_problem()
+    assert "6 of 9 train replies were rejected" in problem and problem.index("partition 2") < problem.index("partition 0")
+    healthy, _ = _strategy(tmp_path / "c")
+    healthy.aggregate_train(1, [_honest(10, 1.0), _honest(11, 1.0)])
+    assert healthy.run_problem() is None
+
+
+def test_min_replies_larger_than_the_sampled_clients_is_refused():
+    RunConfig.from_run_config({"min-replies": 3}).check_federation(3)
+    with pytest.raises(ConfigError, match=r"min-replies=4 is more than the 3 client\(s\) sampled per round"):
+        RunConfig.from_run_config({"min-replies": 4}).check_federation(3)
+    with pytest.raises(ConfigError, match=r"min-replies=2 is more than the 1 client"):
+        RunConfig.from_run_config({"min-replies": 2, "fraction-train": 0.5}).check_federation(3)
+    with pytest.raises(ConfigError, match="trim-fraction"):
+        RunConfig.from_run_config({"trim-fraction": 0.5})
