@@ -8,8 +8,9 @@ server learns the mapping with one QUERY message per node before round 1.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
-from logging import INFO
+from logging import INFO, WARNING
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common import log
@@ -18,6 +19,7 @@ from flwr.serverapp import Grid
 from bouquet.metrics import PARTITION_ID
 
 NUM_PARTITIONS = "num-partitions"
+MAX_PARTITIONS = 10_000_000  # a larger claimed federation is malformed
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,15 @@ class ClientDirectory:
 
 
 def discover_clients(grid: Grid, *, wait_s: float = 600.0, timeout_s: float = 600.0) -> ClientDirectory:
-    """Ask every node for its partition id; wait until all ``num-partitions`` are connected."""
-    partition_of: dict[int, int] = {}
-    num_partitions = None
+    """Ask every node for its partition id; wait until all ``num-partitions`` are connected.
+
+    A node is a participant, not trusted: one whose answer fails or is malformed is left out,
+    the federation size is what most nodes say, and a partition id claimed by two nodes is
+    given to neither (logged with both node ids); the others go on."""
+    claims: dict[int, tuple[int, int] | None] = {}  # node -> (partition id, num-partitions); None: no usable answer
     deadline = time.monotonic() + wait_s
     while True:
-        new = [n for n in grid.get_node_ids() if n not in partition_of]
+        new = [n for n in grid.get_node_ids() if n not in claims]
         if new:
             msgs = [
                 Message(RecordDict({"config": ConfigRecord({"ask": PARTITION_ID})}),
@@ -48,23 +53,55 @@ def discover_clients(grid: Grid, *, wait_s: float = 600.0, timeout_s: float = 60
                 for n in new
             ]
             for reply in grid.send_and_receive(msgs, timeout=timeout_s):
-                if reply.has_error():  # a ClientApp that cannot answer cannot train either
-                    raise RuntimeError(
-                        f"node {reply.metadata.src_node_id} failed the partition query: {reply.error.reason}"
-                    )
-                m = reply.content["metrics"]
-                partition_of[reply.metadata.src_node_id] = int(m[PARTITION_ID])
-                num_partitions = int(m[NUM_PARTITIONS])
-        if num_partitions is not None and len(partition_of) >= num_partitions:
+                claims[reply.metadata.src_node_id] = _claim(reply)
+        directory = _directory(claims)
+        if directory is not None and set(range(directory.num_partitions)) <= _claimed(claims):
             break
         if time.monotonic() > deadline:
             break
-        log(INFO, "waiting for nodes: %d of %s connected", len(partition_of), num_partitions or "?")
+        log(INFO, "waiting for nodes: %d connected", len(claims))
         time.sleep(1.0)
-    if num_partitions is None:
-        raise RuntimeError("no SuperNode answered the partition query")
-    pids = sorted(partition_of.values())
-    if len(set(pids)) != len(pids) or not all(0 <= p < num_partitions for p in pids):
-        raise RuntimeError(f"inconsistent partition ids {pids} for num-partitions={num_partitions}")
-    log(INFO, "federation: %d clients (partition ids %s)", len(pids), pids)
-    return ClientDirectory(partition_of, num_partitions)
+    directory = _directory(claims, report=True)
+    if directory is None or not directory.partition_of:
+        raise RuntimeError(f"no SuperNode gave a usable partition id ({len(claims)} answered)")
+    log(INFO, "federation: %d clients (partition ids %s)", len(directory.partition_of),
+        sorted(directory.partition_of.values()))
+    return directory
+
+
+def _claim(reply: Message) -> tuple[int, int] | None:
+    if reply.has_error():
+        log(WARNING, "node %d failed the partition query: %s", reply.metadata.src_node_id, reply.error.reason)
+        return None
+    try:
+        m = reply.content["metrics"]
+        pid, n = m[PARTITION_ID], m[NUM_PARTITIONS]
+        if isinstance(pid, int | float) and isinstance(n, int | float) and float(pid).is_integer() and \
+                float(n).is_integer() and 0 <= pid < n <= MAX_PARTITIONS:
+            return int(pid), int(n)
+    except (KeyError, TypeError, ValueError):
+        pass
+    log(WARNING, "node %d gave a malformed partition answer; it is left out", reply.metadata.src_node_id)
+    return None
+
+
+def _claimed(claims: dict[int, tuple[int, int] | None]) -> set[int]:
+    return {c[0] for c in claims.values() if c is not None}
+
+
+def _directory(claims: dict[int, tuple[int, int] | None], report: bool = False) -> ClientDirectory | None:
+    """The federation by majority size, each partition id held by exactly one node."""
+    sizes = Counter(c[1] for c in claims.values() if c is not None)
+    if not sizes:
+        return None
+    size = sizes.most_common(1)[0][0]
+    holders: dict[int, list[int]] = {}
+    for node, claim in sorted(claims.items()):
+        if claim is not None and claim[1] == size:
+            holders.setdefault(claim[0], []).append(node)
+        elif claim is not None and report:
+            log(WARNING, "node %d claims num-partitions=%d, the others %d; it is left out", node, claim[1], size)
+    for pid, nodes in holders.items():
+        if len(nodes) > 1 and report:
+            log(WARNING, "partition %d is claimed by nodes %s; none of them takes part", pid, nodes)
+    return ClientDirectory({nodes[0]: pid for pid, nodes in holders.items() if len(nodes) == 1}, size)

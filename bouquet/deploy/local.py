@@ -8,6 +8,10 @@ OpenSSH key pair per SuperNode, as Flower's node authentication wants), ``flwr-h
 ``processes.json`` (what ``--stop`` kills). With ``--auth`` the SuperLink only admits
 SuperNodes whose public keys were registered with ``flwr supernode register`` (done here);
 Flower requires TLS for that.
+
+Two addresses: the SuperLink itself listens on loopback (the operator's ``flwr`` CLI: runs,
+node-key registration), and institutions get only the Fleet gateway's address
+(``bouquet.deploy.gateway``), which forwards the Fleet API and refuses the Control API.
 """
 
 from __future__ import annotations
@@ -88,10 +92,11 @@ class Deployment:
     """What ``deploy-local`` started; enough to print the run command and to stop it."""
 
     folder: Path
-    port: int
+    port: int  # the Fleet gateway: the address institutions' SuperNodes connect to
     tls: bool
     auth: bool
     pids: dict[str, int] = field(default_factory=dict)
+    link_port: int = 0  # the SuperLink on loopback: the operator's Control API
 
     @property
     def home(self) -> Path:
@@ -104,12 +109,14 @@ class Deployment:
 
     def save(self) -> None:
         (self.folder / "processes.json").write_text(json.dumps(
-            {"port": self.port, "tls": self.tls, "auth": self.auth, "pids": self.pids}, indent=1))
+            {"port": self.port, "link_port": self.link_port, "tls": self.tls, "auth": self.auth,
+             "pids": self.pids}, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> Deployment:
         meta = json.loads((folder / "processes.json").read_text())
-        return cls(folder, meta["port"], meta["tls"], meta["auth"], {k: int(v) for k, v in meta["pids"].items()})
+        return cls(folder, meta["port"], meta["tls"], meta["auth"], {k: int(v) for k, v in meta["pids"].items()},
+                   meta.get("link_port", 0))
 
     def run_command(self, app: Path, partitions: Path | None = None) -> str:
         """The next step to print; with exported partitions, the run config they were exported
@@ -148,7 +155,10 @@ def _spawn(dep: Deployment, name: str, cmd: list[str]) -> subprocess.Popen:
 
 
 def start_superlink(dep: Deployment, certs: dict[str, Path] | None) -> None:
-    cmd = [_bin("flower-superlink"), "--port", str(dep.port), "--disable-runtime-dependency-installation"]
+    """The SuperLink on loopback only (``--host 127.0.0.1``), then the Fleet gateway on the
+    institutions' address in front of it."""
+    cmd = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(dep.link_port),
+           "--disable-runtime-dependency-installation"]
     if certs is None:
         cmd.append("--insecure")
     else:
@@ -157,6 +167,13 @@ def start_superlink(dep: Deployment, certs: dict[str, Path] | None) -> None:
     if dep.auth:
         cmd.append("--enable-supernode-auth")
     _spawn(dep, "superlink", cmd)
+    wait_for_port(dep.link_port)
+    gate = [sys.executable, "-m", "bouquet.deploy.gateway", "--listen", f"127.0.0.1:{dep.port}",
+            "--upstream", f"127.0.0.1:{dep.link_port}"]
+    if certs is not None:
+        gate += ["--certfile", str(certs["server.pem"].resolve()), "--keyfile", str(certs["server.key"].resolve()),
+                 "--ca", str(certs["ca.crt"].resolve())]
+    _spawn(dep, "gateway", gate)
     wait_for_port(dep.port)
 
 
@@ -174,7 +191,9 @@ def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | N
     node_config = f"partition-id={index} num-partitions={num_nodes} state-dir='{state_dir}'"
     if data_path is not None:
         node_config += f" data-path='{data_path.resolve()}'"
-    cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{dep.port}", "--port", str(dep.port + 10 + index),
+    from bouquet.simulations.launch import free_port  # noqa: PLC0415
+
+    cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{dep.port}", "--port", str(free_port()),
            "--node-config", node_config]
     cmd += ["--insecure"] if ca is None else ["--root-certificates", str(ca.resolve())]
     if key is not None:
@@ -186,20 +205,19 @@ def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int | N
            partitions: Path | None = None) -> Deployment:
     """Certificates, keys, connection, SuperLink, registrations, SuperNodes — in that order.
     Without ``port``, a free one (never a fixed port another deployment may hold)."""
-    if port is None:
-        from bouquet.simulations.launch import free_port  # noqa: PLC0415
+    from bouquet.simulations.launch import free_port  # noqa: PLC0415
 
-        port = free_port()
+    port = free_port() if port is None else port
     if auth and not tls:
         raise ValueError("--auth needs --tls: Flower only manages SuperNode keys over TLS")
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "processes.json").exists():
         stop(folder)
-    dep = Deployment(folder, port, tls, auth)
+    dep = Deployment(folder, port, tls, auth, link_port=free_port())
     certs = make_certificates(folder / "certificates") if tls else None
     ca = certs["ca.crt"] if certs else None
-    write_connection(dep.home, port, ca)
+    write_connection(dep.home, dep.link_port, ca)  # the operator's CLI talks to the SuperLink itself
     start_superlink(dep, certs)
     for i in range(num_nodes):
         key = make_node_key(folder / "keys", f"supernode_{i}") if tls else None
@@ -217,7 +235,7 @@ def stop(folder: Path, grace_s: float = 10.0) -> list[str]:
     except FileNotFoundError:
         return []
     stopped = []
-    order = sorted(dep.pids, key=lambda n: n == "superlink")  # the SuperLink last
+    order = sorted(dep.pids, key=lambda n: (n == "superlink", n == "gateway"))  # SuperNodes, gateway, SuperLink
     for name in order:
         try:
             os.killpg(dep.pids[name], signal.SIGINT)  # the process and its SuperExec children
@@ -274,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true", help="TLS with a generated CA")
     parser.add_argument("--auth", action="store_true", help="SuperNode authentication (needs --tls)")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="certificates, keys, Flower config, logs")
-    parser.add_argument("--port", type=int, default=None, help="the SuperLink's port (default: a free one)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="the Fleet gateway's port, which SuperNodes connect to (default: a free one)")
     parser.add_argument("--partitions", type=Path, default=None,
                         help="folder from `bouquet export-partitions`: node i reads only partition_<i>/")
     parser.add_argument("--detach", action="store_true", help="return once started (stop with --stop)")
@@ -294,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         stop(ns.dir)
         return 1
     repo = Path(__file__).resolve().parents[2]
-    print(f"[deploy-local] SuperLink 127.0.0.1:{dep.port} ({'TLS' if dep.tls else 'insecure'}"
+    print(f"[deploy-local] Fleet gateway 127.0.0.1:{dep.port} (what institutions connect to), SuperLink "
+          f"127.0.0.1:{dep.link_port} (operator only; {'TLS' if dep.tls else 'insecure'}"
           f"{', node auth' if dep.auth else ''}), {ns.nodes} SuperNodes; logs in {dep.folder / 'logs'}")
     print(f"[deploy-local] run:\n  {dep.run_command(repo, ns.partitions)}\n  FLWR_HOME={dep.home} flwr ls")
     if ns.detach:

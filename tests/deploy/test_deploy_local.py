@@ -29,19 +29,44 @@ def folder(tmp_path):
     stop(tmp_path / "deploy")  # whatever a failing test left running
 
 
-def test_tls_and_node_auth_three_nodes_complete_a_run(folder, tmp_path):
-    dep = deploy(folder, 3, tls=True, auth=True, port=9450)
+def test_tls_and_node_auth_three_nodes_complete_a_run_despite_a_dishonest_node_and_outsiders(
+        folder, tmp_path, monkeypatch):
+    import json
+
+    # partition 1's own machine is compromised: it claims 1e12 examples (full model replacement under FedAvg)
+    monkeypatch.setenv("BOUQUET_ADVERSARY", "num-examples:1e12@1")
+    dep = deploy(folder, 3, tls=True, auth=True)
     assert (folder / "certificates" / "server.pem").exists() and (folder / "keys" / "supernode_2.pub").exists()
     assert "root-certificates" in (dep.home / "config.toml").read_text()
     result = flwr_run(dep, REPO, {**RUN, "num-server-rounds": 2, "output-dir": str(tmp_path / "out")}, timeout=400)
     assert result.status == "finished:completed", result.output[-3000:]
+    [summary] = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*/summary.json")]
+    assert [(r["round"], r["partition_id"]) for r in summary["rejected_updates"]] == [(1, 1), (2, 1)]
+    assert "num-examples" in summary["rejected_updates"][0]["reason"]
+
+    # an outsider with the public CA certificate and the address institutions get (the Fleet gateway)
+    outsider = tmp_path / "outsider-home"
+    outsider.mkdir()
+    (outsider / "config.toml").write_text(
+        f'[superlink]\ndefault = "x"\n\n[superlink.x]\naddress = "127.0.0.1:{dep.port}"\n'
+        f'root-certificates = "{folder / "certificates" / "ca.crt"}"\n')
+    own_key = make_node_key(tmp_path / "outsider-keys", "rogue")
+    flwr = str(Path(sys.executable).with_name("flwr"))
+    for cmd in (["supernode", "register", str(own_key.with_suffix(".pub"))], ["supernode", "list"], ["ls"]):
+        out = subprocess.run([flwr, *cmd], env={**os.environ, "FLWR_HOME": str(outsider)}, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "403" in out.stdout + out.stderr, (cmd, out.stdout[-800:])
+    # the operator's CLI (loopback SuperLink) still lists the three institutions, and only them
+    listed = subprocess.run([flwr, "supernode", "list", "--format", "json"], env=dep.env(), cwd=folder,
+                            capture_output=True, text=True, timeout=60)
+    assert len(json.loads(listed.stdout)["nodes"]) == 3, listed.stdout[-800:]
     pids = dict(dep.pids)
-    assert set(stop(folder)) == {"superlink", "supernode-0", "supernode-1", "supernode-2"}
+    assert set(stop(folder)) == {"superlink", "gateway", "supernode-0", "supernode-1", "supernode-2"}
     assert not any(_alive(pid) for pid in pids.values())
 
 
 def test_unregistered_supernode_is_refused(folder):
-    dep = deploy(folder, 1, tls=True, auth=True, port=9460)
+    dep = deploy(folder, 1, tls=True, auth=True)
     stranger = make_node_key(folder / "keys", "stranger")  # never registered
     proc = start_supernode(dep, 1, 2, ca=folder / "certificates" / "ca.crt", key=stranger, name="stranger")
     try:
@@ -54,7 +79,7 @@ def test_unregistered_supernode_is_refused(folder):
 
 
 def test_a_supernode_killed_in_round_2_does_not_stop_the_run(folder, tmp_path):
-    dep = deploy(folder, 3, tls=False, auth=False, port=9470)
+    dep = deploy(folder, 3, tls=False, auth=False)
     out = tmp_path / "out"
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault("r", flwr_run(
@@ -91,7 +116,7 @@ def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder
     from bouquet import checkpoint
     from tests.simulation import simulate
 
-    dep = deploy(folder, 3, tls=False, auth=False, port=9490)
+    dep = deploy(folder, 3, tls=False, auth=False)
     out = tmp_path / "out"
     cfg = {**RUN, "num-server-rounds": 3, "seed": 5, "output-dir": str(out)}
     result = {}

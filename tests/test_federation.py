@@ -1,0 +1,64 @@
+"""Discovery of who is in the federation, when some nodes lie or break (QUERY before round 1)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flwr.app import Message, Metadata, MetricRecord, RecordDict
+
+from bouquet import federation
+from bouquet.federation import discover_clients
+
+
+@pytest.fixture(autouse=True)
+def _queries_outside_a_run(monkeypatch):
+    """Flower builds a sent Message only inside a run; the fake grid needs only its destination."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(federation, "Message", lambda content, message_type, dst_node_id: SimpleNamespace(
+        metadata=SimpleNamespace(dst_node_id=dst_node_id)))
+
+
+class _Grid:
+    def __init__(self, answers: dict[int, dict]):
+        self.answers = answers
+
+    def get_node_ids(self):
+        return list(self.answers)
+
+    def send_and_receive(self, messages, timeout):
+        out = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            md = Metadata(run_id=1, message_id="", src_node_id=node, dst_node_id=0, reply_to_message_id="q",
+                          group_id="", created_at=time.time(), ttl=60, message_type="query")
+            out.append(Message(RecordDict({"metrics": MetricRecord(self.answers[node])}), metadata=md))
+        return out
+
+
+def test_honest_nodes_give_the_directory():
+    d = discover_clients(_Grid({7: {"partition-id": 1, "num-partitions": 2}, 3: {"partition-id": 0, "num-partitions": 2}}))
+    assert d.partition_of == {7: 1, 3: 0} and d.num_partitions == 2 and d.nodes_sorted() == [3, 7]
+
+
+def test_a_taken_partition_id_excludes_both_claimants_and_the_run_goes_on(caplog):
+    grid = _Grid({10: {"partition-id": 0, "num-partitions": 3}, 11: {"partition-id": 1, "num-partitions": 3},
+                  12: {"partition-id": 2, "num-partitions": 3}, 99: {"partition-id": 0, "num-partitions": 3}})
+    d = discover_clients(grid, wait_s=0)
+    assert d.partition_of == {11: 1, 12: 2} and d.num_partitions == 3
+    assert "partition 0 is claimed by nodes [10, 99]" in caplog.text
+
+
+def test_malformed_answers_and_a_minority_size_are_left_out(caplog):
+    grid = _Grid({1: {"partition-id": 0, "num-partitions": 2}, 2: {"partition-id": 1, "num-partitions": 2},
+                  3: {"partition-id": 5, "num-partitions": 1_000_000}, 4: {"partition-id": -1, "num-partitions": 2},
+                  5: {"partition-id": 0.5, "num-partitions": 2}, 6: {"num-partitions": 2}})
+    d = discover_clients(grid, wait_s=0)
+    assert d.partition_of == {1: 0, 2: 1} and d.num_partitions == 2
+    assert "node 3 claims num-partitions=1000000" in caplog.text and "node 4 gave a malformed" in caplog.text
+
+
+def test_nobody_usable_is_an_error():
+    with pytest.raises(RuntimeError, match="no SuperNode gave a usable partition id"):
+        discover_clients(_Grid({1: {"partition-id": 3, "num-partitions": 2}}), wait_s=0)
