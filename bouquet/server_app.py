@@ -136,6 +136,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         counts = write_partition(spec, recorder.run_dir)
         # a client cannot claim more examples than its partition holds (the bound of its weight)
         strategy.max_examples = {int(name): float(row.sum()) for name, row in counts if name.isdigit()}
+        strategy.max_examples_total = float(sum(row.sum() for _, row in counts))  # held-out included
     except Exception as exc:  # noqa: BLE001 (a figure never stops a run)
         log(WARNING, "[bouquet] the server cannot materialise the partitions (%s): no partition.png, and "
             "num-examples is bounded only by being positive", exc)

@@ -79,6 +79,7 @@ class BouquetStrategy:
         self.global_arrays: ArrayRecord | None = None
         self._awaiting: dict[str, list[Message]] = {}  # the messages a phase waits on
         self.max_examples: dict[int, float] = {}  # partition id -> its size, where the server knows it
+        self.max_examples_total = float("inf")  # every sample of the dataset (bounds the count metrics)
         self.tally = {"train_sound": 0, "train_rejected": 0, "rounds_trained": 0, "rounds": 0}
         self.last_norms: dict[int, float] = {}  # partition id -> update norm, latest round it sent one
 
@@ -88,10 +89,14 @@ class BouquetStrategy:
         return None
 
     def rules(self, pid: int, phase: str) -> ReplyRules:
-        """What partition ``pid``'s reply may carry in ``phase``."""
-        records = frozenset({"arrays", *self.extra_records}) if phase == "train" else frozenset()
-        return ReplyRules(records, self.max_examples.get(pid, float("inf")), self.weight_key,
-                          self.weight_range, self.nan_weight_ok)
+        """What partition ``pid``'s reply may carry in ``phase`` (evaluate replies: metrics
+        only, averaged by num-examples)."""
+        inf = float("inf")
+        limits = (self.max_examples.get(pid, inf), self.max_examples_total)
+        if phase != "train":
+            return ReplyRules(frozenset(), *limits)
+        return ReplyRules(frozenset({"arrays", *self.extra_records}), *limits, self.weight_key, self.weight_range,
+                          self.nan_weight_ok)
 
     def run_problem(self) -> str | None:
         """Why the finished run did not do its job, or None: no round updated the model, or

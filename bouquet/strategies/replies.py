@@ -26,7 +26,8 @@ class ReplyRules:
     """What one reply of one partition may carry."""
 
     array_records: frozenset[str]  # exact ArrayRecord names ("arrays" + the method's extras)
-    max_examples: float = math.inf  # the most examples the partition can hold
+    max_examples: float = math.inf  # the most examples the partition can hold (bounds num-examples)
+    max_count: float = math.inf  # the most samples any scored set can hold (bounds num-examples@<data>)
     weight_key: str = M.NUM_EXAMPLES  # the aggregation weight
     weight_range: tuple[float, float] = (0.0, math.inf)  # inclusive bounds of a non-size weight
     nan_weight_ok: bool = False  # NaN weight allowed (the method falls back, e.g. FedKPer)
@@ -67,8 +68,10 @@ def _metrics_problem(content: RecordDict, rules: ReplyRules) -> str | None:
             return f"metric {key!r}={value!r} is outside [0, 1]"
         if key == M.BWT and not -1.0 <= value <= 1.0:
             return f"metric {key!r}={value!r} is outside [-1, 1]"
-        if key.startswith(M.NUM_EXAMPLES) and not 0 <= value <= rules.max_examples:
+        if key == M.NUM_EXAMPLES and not 0 <= value <= rules.max_examples:
             return f"'{key}'={value!r} is outside [0, {rules.max_examples:g}] (the partition's size)"
+        if key.startswith(M.NUM_EXAMPLES) and not 0 <= value <= rules.max_count:
+            return f"'{key}'={value!r} is outside [0, {rules.max_count:g}] (the dataset's size)"
     n = metrics.get(M.NUM_EXAMPLES)
     if n is None or not n > 0:
         return f"'{M.NUM_EXAMPLES}' must be a positive number, got {n!r}"

@@ -3,6 +3,7 @@ same attacks in real runs are in tests/test_attacks.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -86,6 +87,18 @@ def test_clip_and_robust_mean_against_hand_values():
     assert robust_mean(stacked, "trimmed-mean", 0.25)[0] == pytest.approx(1.5)  # mean(1, 2)
 
 
+def test_evaluate_replies_carry_metrics_only_and_need_no_training_weight(tmp_path):
+    strategy, recorder = _strategy(tmp_path, FedKPerStrategy, method="fedkper", dataset="digits", partitioner="iid")
+    strategy.max_examples_total = 400.0
+    honest = reply(10, None, {"num-examples": 20, "global_model@local_test": 0.5, "num-examples@new_client": 350})
+    inflated = reply(11, None, {"num-examples": 20, "global_model@local_test": 1.0, "num-examples@local_test": 1e9})
+    with_arrays = _honest(12, 1.0)
+    metrics = strategy.aggregate_evaluate(1, [honest, inflated, with_arrays])
+    assert metrics["global_model@local_test"] == pytest.approx(0.5)  # only the honest reply counts
+    assert [r["partition_id"] for r in recorder.rejections] == [1, 2]
+    assert "dataset's size" in recorder.rejections[0]["reason"] and "ArrayRecords" in recorder.rejections[1]["reason"]
+
+
 @pytest.mark.parametrize("score", [1e9, -0.5])
 def test_fedkper_scores_outside_their_range_are_rejected(tmp_path, score):
     strategy, recorder = _strategy(tmp_path, FedKPerStrategy, method="fedkper", dataset="digits", partitioner="iid")
@@ -106,9 +119,8 @@ def test_fedlog_reply_without_its_weight_is_rejected_not_a_crash(tmp_path):
 
     msg = _honest(10, 1.0)
     assert "ArrayRecords" in reply_problem(msg.content, strategy.global_arrays, problem)  # no upload record
-    assert "fedlog-uniform" in reply_problem(msg.content, strategy.global_arrays,
-                                             strategy.rules(0, "train").__class__(frozenset({"arrays"}), 100.0,
-                                                                                  "fedlog-uniform", (1.0, 1.0)))
+    without_upload = dataclasses.replace(problem, array_records=frozenset({"arrays"}))
+    assert "weight 'fedlog-uniform'=None is missing" in reply_problem(msg.content, strategy.global_arrays, without_upload)
 
 
 def test_a_run_that_never_trained_or_mostly_rejected_is_a_failure(tmp_path):
