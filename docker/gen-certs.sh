@@ -8,7 +8,8 @@
 #   OUT_DIR/certificates/server.pem, server.key  SuperLink; SANs DNS:superlink, DNS:localhost,
 #                                                IP:127.0.0.1, IP:::1 (+ $SUPERLINK_EXTRA_SANS)
 #   OUT_DIR/certificates/supernode-N.pem/.key    SuperNode N's Runtime API (SuperExec -> SuperNode);
-#                                                SANs DNS:supernode-N, DNS:localhost
+#                                                SANs DNS:supernode-N, DNS:localhost, IP:127.0.0.1,
+#                                                IP:::1 (the last three for host networking)
 #   OUT_DIR/keys/supernode_N, supernode_N.pub    SuperNode N's EC P-384 auth key pair (OpenSSH format)
 # for N = 1..$NUM_SUPERNODES (default 3).
 #
@@ -65,7 +66,7 @@ fi
 issue server "$SUPERLINK_SANS"
 
 for ((n = 1; n <= NUM_SUPERNODES; n++)); do
-  issue "supernode-$n" "DNS:supernode-$n,DNS:localhost"
+  issue "supernode-$n" "DNS:supernode-$n,DNS:localhost,IP:127.0.0.1,IP:::1"
   if [[ ! -s "$KEYS/supernode_$n" || ! -s "$KEYS/supernode_$n.pub" ]]; then
     echo "creating SuperNode auth key $KEYS/supernode_$n"
     rm -f "$KEYS/supernode_$n" "$KEYS/supernode_$n.pub"
