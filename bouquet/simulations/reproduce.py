@@ -477,6 +477,10 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
     if not rebuild_only:
         check_sweep(preset, out)
     results = [] if rebuild_only else run_sweep(preset, out)
+    if rebuild_only and not (out / "runs").is_dir():
+        from bouquet.preflight import PreflightError  # noqa: PLC0415
+
+        raise PreflightError(f"--rebuild: {out} holds no runs/ folder (run the sweep into it first)")
     results += scan(preset, out, skip={r["run"] for r in results if r.get("run")})
     write_csv(results, out / "results.csv")
     preset = replace(preset, methods=tuple(dict.fromkeys(
