@@ -238,13 +238,12 @@ def partition_counts(spec: DataSpec) -> list[tuple[str, np.ndarray]]:
     """(client, samples per class) per partition, train and local test together: the seeded
     partition the clients materialise (cached; indices and labels only, no features copied).
     Louvain's held-out subgraph comes last as ``held-out``."""
-    from bouquet.datasets import GraphDataset, load_dataset  # noqa: PLC0415
-    from bouquet.datasets.client_data import _partitions, _root  # noqa: PLC0415 (the clients' own split)
+    from bouquet.datasets import GraphDataset, data_root, load_dataset  # noqa: PLC0415
+    from bouquet.datasets.client_data import partition_indices  # noqa: PLC0415 (the clients' own split)
 
-    root = _root(spec)
-    data = load_dataset(spec.dataset, root)
+    data = load_dataset(spec.dataset, data_root(spec.data_dir))
     labels = np.asarray(data.y if isinstance(data, GraphDataset) else data.y_train)
-    parts = _partitions(spec, root)
+    parts = partition_indices(spec)
     names = [str(i) for i in range(spec.num_partitions)] + ["held-out"] * (len(parts) - spec.num_partitions)
     return [(n, np.bincount(labels[p], minlength=data.num_classes)) for n, p in zip(names, parts, strict=True)]
 

@@ -161,6 +161,12 @@ def global_test(spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
     return np.concatenate([p.x_test for p in parts]), np.concatenate([p.y_test for p in parts])
 
 
+def partition_indices(spec: DataSpec) -> tuple[np.ndarray, ...]:
+    """Every partition's sample (graph: node) indices, as the clients materialise them (cached);
+    Louvain adds the held-out subgraph last."""
+    return _partitions(spec, _root(spec))
+
+
 @functools.lru_cache(maxsize=None)
 def _partitions(spec: DataSpec, root: str) -> tuple[np.ndarray, ...]:
     """Partition of the whole train pool (graph: node set); shared by all clients of a spec."""

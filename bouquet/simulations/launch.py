@@ -82,13 +82,13 @@ class SuperLink:
     Use as a context manager; ``stop`` signals only the process started here and its own
     descendants (the SuperExec, the simulation, Ray), never a SuperLink found on a port."""
 
-    def __init__(self, *, say=print, keep_home: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, say=print, env: dict[str, str] | None = None) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="bouquet-flwr-"))
         self.cwd = self.home / "cwd"  # neutral: the SuperLink's cwd ends up on the actors' sys.path
         self.cwd.mkdir()
         self.log = self.home / "superlink.log"
         self.env = {**flwr_env(self.home), **(env or {})}  # env: e.g. BOUQUET_ADVERSARY for attack tests
-        self.say, self.keep_home = say, keep_home
+        self.say = say
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self._runs = 0
@@ -152,8 +152,7 @@ class SuperLink:
 
     def stop(self) -> None:
         self._terminate()
-        if not self.keep_home:
-            shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)
 
     # --- runs ---------------------------------------------------------------------------
     def flwr(self, *args: str, **kw: Any) -> subprocess.CompletedProcess:

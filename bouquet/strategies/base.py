@@ -23,7 +23,7 @@ from bouquet.config import RunConfig
 from bouquet.federation import ClientDirectory
 from bouquet.results import RunRecorder
 from bouquet.seeding import derive_seed
-from bouquet.strategies.replies import ReplyRules, clip_update, reply_problem, robust_mean
+from bouquet.strategies.replies import ReplyRules, clip_update, reply_problem, robust_aggregate
 
 
 class RunFailed(RuntimeError):
@@ -192,6 +192,7 @@ class BouquetStrategy:
                 server_round, phase, pid, node, self.cfg.round_timeout)
             self.recorder.rejected(server_round, pid, f"{phase}: no reply within {self.cfg.round_timeout:g}s")
         sound = []
+        reference_np = None if reference is None else {k: v.numpy() for k, v in reference.items()}  # once a round
         for node, msg in sorted(by_node.items(), key=lambda item: self.clients.pid(item[0])):
             pid = self.clients.pid(node)
             if msg.has_error():
@@ -213,7 +214,7 @@ class BouquetStrategy:
                 continue
             self.tally["train_sound"] += phase == "train"
             if phase == "train" and reference is not None:
-                self._bound_update(server_round, pid, msg.content, reference)
+                self._bound_update(server_round, pid, msg.content, reference_np)
             metrics = dict(msg.content["metrics"])
             if phase != "train":  # sizes were recorded with the training reply
                 metrics = {k: v for k, v in metrics.items() if not k.startswith(M.NUM_EXAMPLES)}
@@ -221,11 +222,11 @@ class BouquetStrategy:
             sound.append(msg)
         return sound
 
-    def _bound_update(self, server_round: int, pid: int, content: RecordDict, reference: ArrayRecord) -> None:
+    def _bound_update(self, server_round: int, pid: int, content: RecordDict, reference: dict[str, np.ndarray]) -> None:
         """Record the update's L2 norm (server-side, per partition) and clip it to
         ``max-update-norm`` when that is set."""
         arrays = {k: v.numpy() for k, v in content["arrays"].items()}
-        clipped, norm = clip_update(arrays, {k: v.numpy() for k, v in reference.items()}, self.cfg.max_update_norm)
+        clipped, norm = clip_update(arrays, reference, self.cfg.max_update_norm)
         self.last_norms[pid] = norm
         self.recorder.client_metrics(server_round, pid, {M.UPDATE_NORM: norm})
         if clipped is not arrays:
@@ -267,9 +268,7 @@ class BouquetStrategy:
         elif self.cfg.aggregator == "mean":
             arrays = aggregate_arrayrecords(contents, key)
         else:  # unweighted, coordinate-wise (Flower's FedMedian / FedTrimmedAvg rule)
-            arrays = ArrayRecord({k: Array(np.ascontiguousarray(robust_mean(
-                np.stack([c["arrays"][k].numpy() for c in contents]), self.cfg.aggregator, self.cfg.trim_fraction
-            ).astype(contents[0]["arrays"][k].numpy().dtype))) for k in contents[0]["arrays"].keys()})
+            arrays = robust_aggregate([c["arrays"] for c in contents], self.cfg.aggregator, self.cfg.trim_fraction)
         return arrays, aggregate_metric_records(contents, key)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from bouquet import metrics as M
 
@@ -121,3 +121,12 @@ def robust_mean(stacked: np.ndarray, aggregator: str, trim_fraction: float) -> n
     from flwr.serverapp.strategy.fedtrimmedavg import trim_mean  # noqa: PLC0415
 
     return trim_mean(stacked, trim_fraction)
+
+
+def robust_aggregate(records: list[ArrayRecord], aggregator: str, trim_fraction: float) -> ArrayRecord:
+    """``robust_mean`` of each array over the replies, in the global model's dtype."""
+    out = ArrayRecord()
+    for key in records[0].keys():
+        stacked = np.stack([r[key].numpy() for r in records])
+        out[key] = Array(np.ascontiguousarray(robust_mean(stacked, aggregator, trim_fraction).astype(stacked.dtype)))
+    return out
