@@ -171,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     lst.add_argument("what", nargs="?", default="all", choices=("all", "methods", "datasets", "partitioners",
                                                                   "presets", "keys"))
     sub.add_parser("deploy-local", help="SuperLink + N SuperNodes on 127.0.0.1 (TLS, node auth); see its --help")
+    from bouquet.privacy import planner  # noqa: PLC0415 (light: dp-accounting is imported on use)
+
+    planner.add_arguments(sub.add_parser("privacy", help="user-level DP: epsilon for a noise multiplier, or the "
+                                         "noise multiplier for a target epsilon (ULS/ELS, PLD accountant)",
+                                         description=planner.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter))
     ns = parser.parse_args(argv)
 
     if ns.command == "run":
@@ -210,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.command == "export-partitions":
         return _export(ns)
+    if ns.command == "privacy":
+        return planner.run(ns)
 
     from bouquet.simulations.bench import run as bench_run  # noqa: PLC0415
 

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from bouquet import adversary, client_state
 from bouquet.clients.base import Arrays, ClientCall, ClientReply
@@ -112,7 +114,19 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord({PARTITION_ID: cid, NUM_PARTITIONS: num_partitions})}), reply_to=msg)
 
 
-@app.train()
+def dp_clipping_mod(msg: Message, context: Context, call_next) -> Message:
+    """Flower's ``fixedclipping_mod`` when the server's DP wrapper asked for clipping (it sends
+    ``clipping_norm``) and the method replies with the model alone; otherwise a pass-through.
+    The server clips again (bouquet.strategies.userdp): this mod is the honest client's part."""
+    config = msg.content.config_records.get("config")
+    if config is None or KEY_CLIPPING_NORM not in config or len(msg.content.array_records) != 1:
+        return call_next(msg, context)
+    if get_method(RunConfig.from_run_config(context.run_config).method).strategy.extra_records:
+        return call_next(msg, context)  # FedLoG also sends synthetic nodes: the server's clip alone applies
+    return fixedclipping_mod(msg, context, call_next)
+
+
+@app.train(mods=[dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     return _handle(msg, context, "train")
 

@@ -58,6 +58,15 @@ class RunConfig:
     aggregator: str = field(default="mean", metadata={"choices": ("mean", "median", "trimmed-mean")})
     trim_fraction: float = field(default=0.2, metadata=_range(0.0, 0.5))  # trimmed-mean: cut per side
     max_update_norm: float = field(default=0.0, metadata=_range(0.0))  # L2 clip of each update; 0 = off
+    # User-level differential privacy (Chua et al., arXiv 2407.07737; README "Privacy")
+    dp: str = field(default="none", metadata={"choices": ("none", "uls", "els")})
+    dp_epsilon: float = field(default=0.0, metadata=_range(0.0))  # budget; > 0: sigma calibrated to it
+    dp_delta: float = field(default=0.0, metadata=_range(0.0, 0.5))  # 0 = 1 / users^2
+    dp_noise_multiplier: float = field(default=1.0, metadata=_range(0.0))  # used when dp-epsilon = 0
+    dp_clip: float = field(default=1.0, metadata=_range(0.0, None, lo_open=True))  # C: per user / per example
+    dp_sampling_rate: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))  # uls: users, els: examples
+    dp_k: int = field(default=0, metadata=_range(0))  # examples kept per user; 0 = the paper's heuristic
+    dp_secure_noise: bool = False  # noise and sampling from the OS's CSPRNG instead of the run seed
     data_dir: str = ""
     graph_unseen_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
     graph_missing_classes: int = field(default=1, metadata=_range(0))
@@ -120,11 +129,38 @@ class RunConfig:
 
         if self.trim_fraction >= 0.5:
             raise ConfigError(f"trim-fraction={self.trim_fraction!r} is out of range; allowed: [0, 0.5)")
+        self._validate_dp(METHODS)
         allowed = METHODS[self.method].datasets
         if self.dataset not in allowed:
             raise ConfigError(
                 f"dataset={self.dataset!r} does not suit method={self.method!r}; choose one of: {', '.join(allowed)}"
             )
+
+    @property
+    def dp_mode(self) -> str:
+        """The DP algorithm in force: the methods ``uls``/``els`` imply their own."""
+        return self.method if self.method in ("uls", "els") else self.dp
+
+    def _validate_dp(self, methods) -> None:
+        """Settings whose combination would void the guarantee fail here, naming the key."""
+        if self.method in ("uls", "els") and self.dp not in ("none", self.method):
+            raise ConfigError(f"dp={self.dp!r} contradicts method={self.method!r} (which is dp={self.method!r})")
+        if self.dp == "els" and self.method != "els":
+            raise ConfigError("dp='els' is DP-SGD with example-level sampling, a method of its own: use method='els'")
+        if self.dp_mode == "none":
+            return
+        if not methods[self.method].dp_ok:
+            raise ConfigError(f"dp={self.dp_mode!r} does not apply to method={self.method!r}: "
+                              f"{methods[self.method].dp_ok_reason}")
+        if self.aggregator != "mean":
+            raise ConfigError(f"aggregator={self.aggregator!r} with dp={self.dp_mode!r}: the privacy analysis is for "
+                              "the clipped sum; use aggregator='mean'")
+        if self.min_replies != 1:
+            raise ConfigError(f"min-replies={self.min_replies} with dp={self.dp_mode!r}: skipping a round on a "
+                              "data-dependent reply count is not private; leave min-replies at 1")
+        if self.fraction_train != 1.0:
+            raise ConfigError(f"fraction-train={self.fraction_train:g} with dp={self.dp_mode!r}: users (uls) or "
+                              "examples (els) are Poisson-sampled at dp-sampling-rate; leave fraction-train at 1")
 
     def check_federation(self, num_clients: int) -> None:
         """Settings that depend on the federation size, checked before round 1 (server and CLI):
@@ -148,6 +184,8 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
         return value
     if type_name == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
+    if type_name == "bool" and isinstance(value, bool):
+        return value
     if type_name == "str" and isinstance(value, str):
         return value
     raise ConfigError(f"{key}={value!r} must be of type {type_name}")

@@ -39,6 +39,11 @@ class Method:
     summary: str
     model: Callable[[RunConfig, object], nn.Module] = _default_model
     datasets: tuple[str, ...] = DATASETS  # the datasets the method can run on
+    dp_ok_reason: str = ""  # why dp = uls cannot wrap this method ("" = it can)
+
+    @property
+    def dp_ok(self) -> bool:
+        return not self.dp_ok_reason
 
     @property
     def strategy(self) -> type[BouquetStrategy]:
@@ -62,7 +67,8 @@ METHODS: dict[str, Method] = {
     "fedavg": Method(S + "fedavg:FedAvgStrategy", C + "fedavg:FedAvgClient", "FedAvg (McMahan et al., 2017)"),
     "fedprox": Method(S + "fedprox:FedProxStrategy", C + "fedprox:FedProxClient",
                       "FedProx (Li et al., 2020), mu = proximal-mu"),
-    "local": Method(S + "local:LocalStrategy", C + "local:LocalClient", "local training only, no aggregation"),
+    "local": Method(S + "local:LocalStrategy", C + "local:LocalClient", "local training only, no aggregation",
+                    dp_ok_reason="it sends no model update; nothing is released"),
     "fedkper": Method(S + "fedkper:FedKPerStrategy", C + "fedkper:FedKPerClient", "FedKPer (arXiv 2605.00698)"),
     # server side is plain FedAvg for these two: the method lives in the client
     "fedntd": Method(S + "fedavg:FedAvgStrategy", C + "fedntd:FedNTDClient",
@@ -72,7 +78,16 @@ METHODS: dict[str, Method] = {
     "fedlog": Method(S + "fedlog:FedLoGStrategy", C + "fedlog:FedLoGClient", "FedLoG (Kim et al., ICLR 2025)",
                      model=_fedlog_model, datasets=GRAPH_DATASETS),
     "fedpub": Method(S + "fedpub:FedPubStrategy", C + "fedpub:FedPubClient", "FED-PUB (Baek et al., ICML 2023)",
-                     model=_fedpub_model, datasets=GRAPH_DATASETS),
+                     model=_fedpub_model, datasets=GRAPH_DATASETS,
+                     dp_ok_reason="each client receives its own similarity-weighted mix of the updates, whose "
+                                  "sensitivity the clipped-sum analysis does not cover"),
+    # user-level DP (Chua et al., arXiv 2407.07737): ULS is FedAvg on each user's <= k examples with
+    # Poisson user sampling, clipping and noise (bouquet.strategies.userdp); ELS is DP-SGD, one step a round
+    "uls": Method(S + "fedavg:FedAvgStrategy", C + "fedavg:FedAvgClient",
+                  "DP-SGD-ULS (Chua et al., 2024): user-level sampling, per-user clipping, user-level DP"),
+    "els": Method(S + "els:ELSStrategy", C + "els:ELSClient",
+                  "DP-SGD-ELS (Chua et al., 2024): example-level sampling, per-example clipping, user-level DP",
+                  datasets=tuple(d for d in DATASETS if d not in GRAPH_DATASETS)),
 }
 
 

@@ -49,6 +49,8 @@ def headline_metrics(method: str, dataset: str) -> tuple[tuple[str, str], ...]:
     if dataset in GRAPH_DATASETS:
         acc = tuple((label, M.name("local_model", data)) for label, data in (
             ("seen", M.LOCAL_TEST), ("unseen", M.UNSEEN_NODE), ("missing", M.MISSING_CLASS), ("new", M.NEW_CLIENT)))
+    elif dataset == "tinyshakespeare" and method in ("uls", "els"):
+        return (("loss", M.GLOBAL_LOSS), ("ppl", M.GLOBAL_PERPLEXITY), ("acc", M.GLOBAL_GLOBAL), ("eps", "dp-epsilon-spent"))
     else:
         acc = (() if method == "local" else (("global", M.GLOBAL_GLOBAL),)) + (("local", M.name("local_model", M.LOCAL_TEST)),)
     return (*acc, ("loss", M.TRAIN_LOSS))
@@ -65,7 +67,7 @@ def kind_of(key: str) -> str | None:
     Flip rates carry ``@`` too, so they must be sorted out before ``is_accuracy``."""
     if key == M.BWT or key.split(":", 1)[0] in FLIPS:
         return "forgetting"
-    if key == M.TRAIN_LOSS:
+    if key in (M.TRAIN_LOSS, M.GLOBAL_LOSS):
         return "loss"
     return "accuracy" if is_accuracy(key) else None
 

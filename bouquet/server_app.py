@@ -23,7 +23,9 @@ from bouquet.config import ConfigError, RunConfig, data_spec
 from bouquet.datasets import GRAPH_DATASETS, DataFileError, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.registry import get_method
-from bouquet.strategies import RunFailed
+from bouquet.strategies import RunFailed, Stop, run_rounds
+from bouquet.strategies.compose import build_strategy
+from bouquet.strategies.rounds import load_state_arrays, state_arrays
 from bouquet.results import RunRecorder, format_table, headline_text, output_root, write_partition
 from bouquet.seeding import seed_everything
 
@@ -62,7 +64,12 @@ class ServerEvaluator:
             model = arrays_to_model(self.make_model(), {k: v.numpy() for k, v in arrays.items()})
             if self.test is not None:
                 x, y = self.test
-                self._score(scores, M.GLOBAL_GLOBAL, predict_arrays(model, x).argmax(1).numpy() == y)
+                with torch.no_grad():
+                    logits = predict_arrays(model, x)
+                self._score(scores, M.GLOBAL_GLOBAL, logits.argmax(1).numpy() == y)
+                if self.cfg.dataset == "tinyshakespeare":  # a language model is judged by its loss
+                    loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)))
+                    scores[M.GLOBAL_LOSS], scores[M.GLOBAL_PERPLEXITY] = loss, float(np.exp(loss))
             if self.new_client is not None:
                 graph = self.new_client
                 model.eval()
@@ -130,39 +137,39 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in ckpt.arrays.items()})
         log(INFO, "[bouquet] resuming %s after round %d", recorder.run_dir, ckpt.round)
     log(INFO, "[bouquet] %s; results in %s", method.summary, recorder.run_dir)
-    strategy = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
-    evaluator = ServerEvaluator(cfg, spec, recorder, strategy.server_evaluates, lambda: method.model(cfg, dataset))
     try:  # the clients' own seeded split, from labels the server already loaded (cached)
-        counts = write_partition(spec, recorder.run_dir)
-        # a client cannot claim more examples than its partition holds (the bound of its weight)
-        strategy.max_examples = {int(name): float(row.sum()) for name, row in counts if name.isdigit()}
-        strategy.max_examples_total = float(sum(row.sum() for _, row in counts))  # held-out included
+        counts = {int(name): float(row.sum()) for name, row in write_partition(spec, recorder.run_dir) if name.isdigit()}
+        total = float(sum(counts.values()))
     except Exception as exc:  # noqa: BLE001 (a figure never stops a run)
+        if cfg.dp_mode != "none":
+            raise ConfigError(f"dp={cfg.dp_mode!r} needs every partition's size on the server, which failed: {exc}") from exc
         log(WARNING, "[bouquet] the server cannot materialise the partitions (%s): no partition.png, and "
             "num-examples is bounded only by being positive", exc)
+        counts, total = {}, float("inf")
+    strategy, hooks, privacy = build_strategy(method, cfg, clients, recorder, counts, total)
+    evaluator = ServerEvaluator(cfg, spec, recorder, hooks.server_evaluates, lambda: method.model(cfg, dataset))
     if ckpt is not None:
-        strategy.load_state_arrays(ckpt.strategy)
+        load_state_arrays(strategy, ckpt.strategy)
         evaluator.previous = dict(ckpt.evaluator)
 
     def save_checkpoint(server_round: int, arrays: ArrayRecord) -> None:
         checkpoint.save(recorder.run_dir, checkpoint.Checkpoint(
-            server_round, {k: v.numpy() for k, v in arrays.items()}, strategy.state_arrays(),
+            server_round, {k: v.numpy() for k, v in arrays.items()}, state_arrays(strategy),
             dict(evaluator.previous), list(recorder.rejections), cfg.to_run_config()))
 
     # names the experiment for the clients' state snapshots (bouquet.client_state)
     session = {client_state.STATE_KEY: recorder.run_dir.name, client_state.RESUMED_AFTER: 0 if ckpt is None else ckpt.round}
-    strategy.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=cfg.num_server_rounds,
-        timeout=cfg.round_timeout,
-        train_config=ConfigRecord(session),
-        evaluate_config=ConfigRecord(session),
-        evaluate_fn=evaluator,
-        first_round=1 if ckpt is None else ckpt.round + 1,
-        on_round_end=save_checkpoint,
-    )
-    failure = strategy.run_problem()
+    stopped = None
+    try:
+        run_rounds(strategy, grid, initial, cfg.num_server_rounds, timeout=cfg.round_timeout,
+                   train_config=ConfigRecord(session), evaluate_config=ConfigRecord(session), evaluate_fn=evaluator,
+                   first_round=1 if ckpt is None else ckpt.round + 1, on_round_end=save_checkpoint)
+    except Stop as exc:  # e.g. the privacy budget: what was written so far stays
+        log(ERROR, "[bouquet] %s", exc)
+        stopped = str(exc)
+    if privacy is not None:
+        recorder.meta["privacy"] = privacy.summary()
+    failure = stopped or hooks.gate.run_problem()
     summary = recorder.finish(failure)
     log(INFO, "[bouquet] final metrics (%s):\n%s", recorder.run_dir, format_table(summary["final"]))
     if failure is not None:

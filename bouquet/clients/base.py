@@ -8,6 +8,7 @@ SuperNode could later run many logical clients per message (the state is keyed b
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
@@ -28,6 +29,8 @@ from bouquet.datasets import (
     new_client_graph,
 )
 from bouquet.models import build_model
+from bouquet.privacy.contribution import bounded_indices
+from bouquet.seeding import derive_seed
 
 Arrays = dict[str, np.ndarray]
 
@@ -54,9 +57,14 @@ class ClientCall:
 
     @cached_property
     def data(self) -> ArrayClientData | GraphClientData:
-        if self.data_path:
-            return self.exported.data
-        return client_data(data_spec(self.run, self.num_partitions), self.cid)
+        data = self.exported.data if self.data_path else client_data(data_spec(self.run, self.num_partitions), self.cid)
+        k = int(self.config.get("dp-k", 0))
+        if k and isinstance(data, ArrayClientData) and len(data.y_train) > k:
+            # user-level DP's contribution bound: a seeded random k of this user's training examples
+            keep = bounded_indices(len(data.y_train), k, derive_seed(self.run.seed, "dp-k", self.cid))
+            data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
+                                       train_indices=data.train_indices[keep])
+        return data
 
     @cached_property
     def new_client(self) -> GraphClientData | None:

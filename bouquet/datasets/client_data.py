@@ -146,17 +146,28 @@ def new_client_graph(spec: DataSpec) -> GraphClientData | None:
     return _new_client_graph(spec, _root(spec))
 
 
+HELD_OUT_MAX = 4000
+
+
 def global_test(spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
     """The dataset's official (or fixed) test split, for server-side evaluation. Without one
     (heart-disease, tinyshakespeare) it is the union of every client's local test split, so
-    the global model is still scored on data no client trained on. Graphs: None (they use
-    the held-out subgraph)."""
+    the global model is still scored on data no client trained on; with ``natural`` over fewer
+    clients than groups, it is the groups no client holds (held-out users). Graphs: None (they
+    use the held-out subgraph)."""
     check_spec(spec)
     data = _dataset(spec)
     if not isinstance(data, ArrayDataset):
         return None
     if data.x_test is not None and data.y_test is not None:
         return data.x_test, data.y_test
+    if spec.partitioner == "natural" and data.groups is not None and spec.num_partitions <= int(data.groups.max()):
+        # users no client holds (the natural partitioner takes the biggest groups): a held-out-user
+        # test set, at most HELD_OUT_MAX rows (seeded), as user-level evaluations need
+        rows = np.flatnonzero(data.groups >= spec.num_partitions)
+        if len(rows) > HELD_OUT_MAX:
+            rows = np.sort(np.random.default_rng(spec.seed).choice(rows, HELD_OUT_MAX, replace=False))
+        return data.x_train[rows], data.y_train[rows]
     parts = [client_data(spec, pid) for pid in range(spec.num_partitions)]
     return np.concatenate([p.x_test for p in parts]), np.concatenate([p.y_test for p in parts])
 

@@ -50,11 +50,14 @@ class FedLoGStrategy(BouquetStrategy, FedAvg):
             return f"'{UPLOAD}' contains NaN, Inf or negative class shares"
         return None
 
-    def _aggregate_sound(self, server_round: int, sound: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        sound = list(replies)
+        if not sound:
+            return None, None
         uploads = [{k: v.numpy() for k, v in m.content.pop(UPLOAD).items()} for m in sound]
         rng = np.random.default_rng(derive_seed(self.cfg.seed, "fedlog-permutation", server_round))
         self.global_synthetic = condense(uploads, self.num_classes, rng)
-        return super()._aggregate_sound(server_round, sound)
+        return super().aggregate_train(server_round, sound)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         messages = list(super().configure_train(server_round, arrays, config, grid))

@@ -44,13 +44,16 @@ class FedPubStrategy(BouquetStrategy, FedAvg):
             return f"functional embedding has shape {emb.shape} (expected ({HIDDEN},)) or is not finite"
         return None
 
-    def _aggregate_sound(self, server_round: int, sound: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        sound = list(replies)
+        if not sound:
+            return None, None
         embeddings = np.stack([m.content.pop(UPLOAD)["embedding"].numpy() for m in sound])
         arrays = [{k: v.numpy() for k, v in m.content["arrays"].items()} for m in sound]
         weights = personalized_weights(embeddings.astype(np.float64), self.cfg.fedpub_norm_scale)
         for i, msg in enumerate(sound):
             self.personalized[self.clients.pid(msg.metadata.src_node_id)] = mix(arrays, weights[i])
-        return super()._aggregate_sound(server_round, sound)
+        return super().aggregate_train(server_round, sound)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         messages = list(super().configure_train(server_round, arrays, config, grid))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg
 
-from bouquet.strategies.base import BouquetStrategy
+from bouquet.strategies.base import BouquetStrategy, aggregate_metric_records
 
 
 class LocalStrategy(BouquetStrategy, FedAvg):
@@ -15,3 +15,7 @@ class LocalStrategy(BouquetStrategy, FedAvg):
 
     def configure_evaluate(self, server_round, arrays, config, grid):
         return []  # the local models were scored in their training replies
+
+    def aggregate_train(self, server_round, replies):
+        contents = [m.content for m in replies]
+        return None, (aggregate_metric_records(contents, self.weight_key) if contents else None)

@@ -3,6 +3,9 @@ import csv
 import numpy as np
 import pytest
 
+from flwr.app import ConfigRecord
+
+from bouquet.strategies.rounds import configure, train_round
 from bouquet.strategies.fedavg import FedAvgStrategy
 from bouquet.strategies.fedprox import FedProxStrategy
 from bouquet.strategies.local import LocalStrategy
@@ -24,7 +27,7 @@ def test_weighted_average_by_num_examples(tmp_path):
         reply(77, {"w": [[1, 2], [3, 4]], "b": [1, 1]}, {"num-examples": 1, "acc": 0.5}),
         reply(501, {"w": [[4, 8], [0, 0]], "b": [-2, 4]}, {"num-examples": 3, "acc": 0.9}),
     ]
-    arrays, metrics = strategy.aggregate_train(1, replies)
+    arrays, metrics = train_round(strategy, 1, replies)
     # (1*[1,2,3,4] + 3*[4,8,0,0]) / 4 ; (1*[1,1] + 3*[-2,4]) / 4
     np.testing.assert_allclose(arrays["w"].numpy(), [[13 / 4, 26 / 4], [3 / 4, 4 / 4]], rtol=1e-6)
     np.testing.assert_allclose(arrays["b"].numpy(), [-5 / 4, 13 / 4], rtol=1e-6)
@@ -37,7 +40,7 @@ def test_nan_and_wrong_shape_updates_are_rejected_and_logged(tmp_path, caplog):
     good = reply(77, {"w": [[2, 2], [2, 2]], "b": [1, 1]}, {"num-examples": 5})
     nan = reply(501, {"w": [[np.nan, 0], [0, 0]], "b": [0, 0]}, {"num-examples": 100})
     inf = reply(9000, {"w": [[0, 0], [0, 0]], "b": [np.inf, 0]}, {"num-examples": 100})
-    arrays, _ = strategy.aggregate_train(3, [nan, good, inf])
+    arrays, _ = train_round(strategy, 3, [nan, good, inf])
     np.testing.assert_array_equal(arrays["w"].numpy(), np.full((2, 2), 2.0))
     assert [(r["round"], r["partition_id"]) for r in recorder.rejections] == [(3, 0), (3, 2)]
     assert "partition 0" in caplog.text and "NaN or Inf" in caplog.text
@@ -45,7 +48,7 @@ def test_nan_and_wrong_shape_updates_are_rejected_and_logged(tmp_path, caplog):
     strategy.global_arrays = global_arrays(**W0)
     shape = reply(501, {"w": [[1, 2, 3]], "b": [0, 0]}, {"num-examples": 1})
     missing = reply(9000, {"w": [[0, 0], [0, 0]]}, {"num-examples": 1})
-    arrays, _ = strategy.aggregate_train(4, [shape, good, missing])
+    arrays, _ = train_round(strategy, 4, [shape, good, missing])
     np.testing.assert_array_equal(arrays["b"].numpy(), [1, 1])
     reasons = [r["reason"] for r in recorder.rejections if r["round"] == 4]
     assert "shape (1, 3), expected (2, 2)" in reasons[0] and "missing ['b']" in reasons[1]
@@ -53,14 +56,14 @@ def test_nan_and_wrong_shape_updates_are_rejected_and_logged(tmp_path, caplog):
 
 def test_all_rejected_keeps_the_global_model(tmp_path):
     strategy, _ = _setup(tmp_path)
-    arrays, metrics = strategy.aggregate_train(1, [reply(77, {"w": [[np.nan] * 2] * 2, "b": [0, 0]}, {"num-examples": 1})])
+    arrays, metrics = train_round(strategy, 1, [reply(77, {"w": [[np.nan] * 2] * 2, "b": [0, 0]}, {"num-examples": 1})])
     assert arrays is None and metrics is None  # Flower then keeps the previous arrays
 
 
 def test_replies_sorted_by_partition_and_written_each_round(tmp_path):
     strategy, recorder = _setup(tmp_path)
     replies = [reply(n, {"w": np.ones((2, 2)), "b": np.ones(2)}, {"num-examples": 1, "acc": float(n)}) for n in (9000, 77, 501)]
-    strategy.aggregate_train(1, replies)
+    train_round(strategy, 1, replies)
     rows = list(csv.DictReader(open(recorder.run_dir / "metrics.csv")))
     client_rows = [r for r in rows if r["partition_id"] != "" and r["metric"] == "acc"]
     assert [r["partition_id"] for r in client_rows] == ["0", "1", "2"]
@@ -78,7 +81,7 @@ class _Grid:
 def _sampled(strategy, monkeypatch, round_, nodes):
     seen = {}
     monkeypatch.setattr(strategy, "_construct_messages", lambda record, node_ids, kind: seen.update(record=record, nodes=node_ids) or [])
-    strategy.configure_train(round_, global_arrays(**W0), __import__("flwr.app").app.ConfigRecord(), _Grid(nodes))
+    configure(strategy, "train", round_, global_arrays(**W0), ConfigRecord(), _Grid(nodes))
     return seen
 
 
@@ -102,6 +105,6 @@ def test_fedprox_sends_mu_and_lr(tmp_path, monkeypatch):
 
 def test_local_strategy_keeps_no_global_model(tmp_path):
     strategy, recorder = make_strategy(LocalStrategy, tmp_path, {1: 0, 2: 1})
-    arrays, metrics = strategy.aggregate_train(1, [reply(1, {}, {"num-examples": 2, "local_model@local_test": 0.5}),
+    arrays, metrics = train_round(strategy, 1, [reply(1, {}, {"num-examples": 2, "local_model@local_test": 0.5}),
                                                    reply(2, {}, {"num-examples": 2, "local_model@local_test": 1.0})])
     assert arrays is None and metrics["local_model@local_test"] == pytest.approx(0.75)

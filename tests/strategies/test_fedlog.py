@@ -1,5 +1,6 @@
 import numpy as np
 
+from bouquet.strategies.rounds import train_round
 from bouquet.strategies.fedlog import FedLoGStrategy
 from tests.strategies.helpers import global_arrays, make_strategy, reply
 
@@ -21,7 +22,7 @@ def test_uniform_module_mean_and_bad_synthetic_upload_rejected(tmp_path):
     good1 = _reply(1, np.ones((c, f)), share, w=1.0)
     good2 = _reply(2, 3 * np.ones((c, f)), share, w=4.0)
     bad = _reply(3, np.full((c, f), np.nan), share, w=100.0)
-    arrays, _ = strategy.aggregate_train(1, [bad, good2, good1])
+    arrays, _ = train_round(strategy, 1, [bad, good2, good1])
     np.testing.assert_allclose(arrays["w"].numpy(), [2.5, 2.5])  # unweighted mean of 1 and 4
     assert [r["partition_id"] for r in recorder.rejections] == [2]
     x, y = strategy.global_synthetic

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
+from bouquet.strategies.rounds import train_round
 from bouquet.clients.fedpub import personalized_weights
 from bouquet.strategies.fedpub import FedPubStrategy, mix
 from tests.strategies.helpers import global_arrays, make_strategy, reply
@@ -31,7 +32,7 @@ def test_each_client_gets_its_similarity_mix_and_global_is_size_weighted(tmp_pat
     e = np.zeros(128)
     e[0] = 1.0
     bad = np.full(128, np.nan)
-    arrays, _ = strategy.aggregate_train(1, [_reply(20, 4.0, e, 3), _reply(10, 0.0, e, 1), _reply(30, 9.0, bad, 5)])
+    arrays, _ = train_round(strategy, 1, [_reply(20, 4.0, e, 3), _reply(10, 0.0, e, 1), _reply(30, 9.0, bad, 5)])
     np.testing.assert_allclose(arrays["w"].numpy(), [3.0, 3.0])  # (1*0 + 3*4) / 4
     # scale 0: every client mixes all (sound) clients uniformly
     np.testing.assert_allclose(strategy.personalized[0]["w"], [2.0, 2.0])

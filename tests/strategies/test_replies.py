@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from bouquet.strategies.robust import RobustAggregation
+from bouquet.strategies.rounds import evaluate_round, train_round
 from bouquet import adversary
 from bouquet.config import ConfigError, RunConfig
 from bouquet.strategies.fedavg import FedAvgStrategy
@@ -38,7 +40,7 @@ def test_every_malformed_or_out_of_bounds_reply_is_rejected_and_named(tmp_path, 
     # the attacker is the LAST client, so a crash in aggregation (e.g. complex64) would show
     bad = _honest(12, 5.0)
     bad.content = adversary.corrupt(bad.content, 2, f"{attack}@2")
-    arrays, _ = strategy.aggregate_train(1, [_honest(10, 1.0), _honest(11, 3.0), bad])
+    arrays, _ = train_round(strategy, 1, [_honest(10, 1.0), _honest(11, 3.0), bad])
     np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), 2.0))  # the two honest ones only
     assert arrays["w"].numpy().dtype == np.float32
     assert [(r["round"], r["partition_id"]) for r in recorder.rejections] == [(1, 2)]
@@ -49,7 +51,7 @@ def test_a_scaled_update_is_clipped_to_the_norm_bound(tmp_path):
     strategy, recorder = _strategy(tmp_path, **{"max-update-norm": 1.0})
     bad = _honest(12, 5.0)
     bad.content = adversary.corrupt(bad.content, 2, "scale:1e6@2")
-    arrays, _ = strategy.aggregate_train(1, [_honest(10, 0.1), _honest(11, 0.1), bad])
+    arrays, _ = train_round(strategy, 1, [_honest(10, 0.1), _honest(11, 0.1), bad])
     # honest updates (norm sqrt(6)*0.1 < 1) pass unchanged; the attacker's counts with norm 1
     # in the direction of ones: w_i = 1/sqrt(6) each
     expected = (0.1 * 10 + 0.1 * 10 + 10 / math.sqrt(6)) / 30
@@ -70,7 +72,7 @@ def test_robust_aggregators_ignore_one_outlier(tmp_path, aggregator, expected):
     strategy.clients = type(strategy.clients)({10 + i: i for i in range(5)}, 5)
     strategy.max_examples = {i: 100.0 for i in range(5)}
     replies = [_honest(10 + i, v) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 1e6])]
-    arrays, _ = strategy.aggregate_train(1, replies)
+    arrays, _ = train_round(RobustAggregation(strategy, aggregator, 0.2), 1, replies)
     # median of (1,2,3,4,1e6) = 3; trimmed mean cutting 1 per side = mean(2,3,4) = 3
     np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), expected))
 
@@ -93,7 +95,7 @@ def test_evaluate_replies_carry_metrics_only_and_need_no_training_weight(tmp_pat
     honest = reply(10, None, {"num-examples": 20, "global_model@local_test": 0.5, "num-examples@new_client": 350})
     inflated = reply(11, None, {"num-examples": 20, "global_model@local_test": 1.0, "num-examples@local_test": 1e9})
     with_arrays = _honest(12, 1.0)
-    metrics = strategy.aggregate_evaluate(1, [honest, inflated, with_arrays])
+    metrics = evaluate_round(strategy, 1, [honest, inflated, with_arrays])
     assert metrics["global_model@local_test"] == pytest.approx(0.5)  # only the honest reply counts
     assert [r["partition_id"] for r in recorder.rejections] == [1, 2]
     assert "dataset's size" in recorder.rejections[0]["reason"] and "ArrayRecords" in recorder.rejections[1]["reason"]
@@ -102,7 +104,7 @@ def test_evaluate_replies_carry_metrics_only_and_need_no_training_weight(tmp_pat
 @pytest.mark.parametrize("score", [1e9, -0.5])
 def test_fedkper_scores_outside_their_range_are_rejected(tmp_path, score):
     strategy, recorder = _strategy(tmp_path, FedKPerStrategy, method="fedkper", dataset="digits", partitioner="iid")
-    arrays, _ = strategy.aggregate_train(1, [_honest(10, 1.0, **{"fedkper-score": 0.5}),
+    arrays, _ = train_round(strategy, 1, [_honest(10, 1.0, **{"fedkper-score": 0.5}),
                                              _honest(11, 3.0, **{"fedkper-score": score}),
                                              _honest(12, 5.0, **{"fedkper-score": 0.5})])
     np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), 3.0))  # (1·0.5 + 5·0.5) / 1
@@ -126,19 +128,19 @@ def test_fedlog_reply_without_its_weight_is_rejected_not_a_crash(tmp_path):
 def test_a_run_that_never_trained_or_mostly_rejected_is_a_failure(tmp_path):
     strategy, _ = _strategy(tmp_path)
     for rnd in (1, 2):
-        strategy.aggregate_train(rnd, [_honest(10, np.nan)])
-    assert "never trained" in strategy.run_problem()
+        train_round(strategy, rnd, [_honest(10, np.nan)])
+    assert "never trained" in strategy.gate.run_problem()
     strategy, _ = _strategy(tmp_path / "b")
     bad = _honest(12, 1.0)
     bad.content = adversary.corrupt(bad.content, 2, "scale:1e6@2")
-    strategy.aggregate_train(1, [_honest(10, 1.0), _honest(11, 1.0), bad])  # averaged in: mean is the default
+    train_round(strategy, 1, [_honest(10, 1.0), _honest(11, 1.0), bad])  # averaged in: mean is the default
     for rnd in (2, 3):  # from the poisoned model every client diverges
-        strategy.aggregate_train(rnd, [_honest(node, np.nan) for node in NODES])
-    problem = strategy.run_problem()
+        train_round(strategy, rnd, [_honest(node, np.nan) for node in NODES])
+    problem = strategy.gate.run_problem()
     assert "6 of 9 train replies were rejected" in problem and problem.index("partition 2") < problem.index("partition 0")
     healthy, _ = _strategy(tmp_path / "c")
-    healthy.aggregate_train(1, [_honest(10, 1.0), _honest(11, 1.0)])
-    assert healthy.run_problem() is None
+    train_round(healthy, 1, [_honest(10, 1.0), _honest(11, 1.0)])
+    assert healthy.gate.run_problem() is None
 
 
 def test_min_replies_larger_than_the_sampled_clients_is_refused():

@@ -1,0 +1,42 @@
+"""Build a run's strategy: the method's own, then the layers the config asks for, each a
+Flower-style wrapper holding the one inside as ``.strategy`` (robust aggregation; user-level
+DP). The reply gate and the round loop see through them (``bouquet.strategies.rounds``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from logging import INFO
+
+from flwr.common import log
+
+from bouquet.config import RunConfig
+from bouquet.registry import Method
+
+
+def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Mapping[int, float], total: float):
+    """(outermost strategy, the Bouquet layer, the PrivacyRun or None). ``counts`` are the
+    partition sizes the server computed (they bound num-examples, and fix k under DP)."""
+    hooks = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
+    hooks.max_examples, hooks.max_examples_total = dict(counts), total
+    strategy = hooks
+    if cfg.aggregator != "mean":
+        from bouquet.strategies.robust import RobustAggregation  # noqa: PLC0415
+
+        strategy = RobustAggregation(strategy, cfg.aggregator, cfg.trim_fraction)
+    privacy = None
+    if cfg.dp_mode != "none":
+        from bouquet.privacy.budget import PrivacyRun, plan  # noqa: PLC0415 (dp-accounting only when used)
+
+        privacy = PrivacyRun(plan(cfg, {pid: int(n) for pid, n in counts.items()}), cfg, recorder)
+        p = privacy.plan
+        hooks.max_examples = {pid: min(n, p.k) for pid, n in counts.items()}  # a user sends at most k examples
+        log(INFO, "[bouquet] dp=%s: k=%d examples per user, q=%.4g, sigma=%.4g, C=%g, delta=%.3g, denominator %.4g%s",
+            p.algorithm, p.k, p.sampling_rate, p.noise_multiplier, p.clip, p.delta, p.denominator,
+            f", budget epsilon={p.budget:g}" if p.budget != float("inf") else ", no budget (epsilon reported)")
+        if p.algorithm == "els":
+            hooks.attach(privacy)
+        else:
+            from bouquet.strategies.userdp import UserLevelSampling  # noqa: PLC0415
+
+            strategy = UserLevelSampling(strategy, privacy)
+    return strategy, hooks, privacy
