@@ -35,7 +35,7 @@ class RunConfig:
     method: str = field(default="fedlog", metadata={"choices": "methods"})
     dataset: str = field(default="cora", metadata={"choices": DATASETS})
     partitioner: str = field(default="louvain", metadata={"choices": PARTITIONERS})
-    model: str = field(default="auto", metadata={"choices": ("auto", "fedavg-cnn")})
+    model: str = field(default="auto", metadata={"choices": ("auto", "fedavg-cnn", "char-lstm-small")})
     dirichlet_alpha: float = field(default=0.5, metadata=_range(0.0, None, lo_open=True))
     classes_per_client: int = field(default=2, metadata=_range(1))
     min_partition_size: int = field(default=2, metadata=_range(2))  # dirichlet: least samples per client

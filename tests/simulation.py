@@ -50,5 +50,6 @@ def simulate(out_dir: Path, num_clients: int, **overrides) -> dict:
     run_simulation(server_app=server, client_app=client, num_supernodes=num_clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": 2, "include_dashboard": False}})
-    [path] = set(out_dir.glob("*/summary.json")) - before
+    new = set(out_dir.glob("*/summary.json")) - before  # none new: a resumed run rewrote its own
+    path = max(new or set(out_dir.glob("*/summary.json")), key=lambda p: p.stat().st_mtime)
     return {**json.loads(path.read_text()), "run_dir": str(path.parent)}

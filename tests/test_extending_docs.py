@@ -88,8 +88,12 @@ def test_cited_hooks_and_prefixes():
     for hook in ("extra_loss", "batch_loss", "start_model", "fit", "train", "evaluate"):
         assert callable(getattr(FedAvgClient, hook))
     for hook in ("weight_key", "has_global_model", "server_evaluates", "round_config", "extra_problem",
-                 "state_arrays", "load_state_arrays", "_aggregate_sound"):
+                 "state_arrays", "load_state_arrays"):
         assert hasattr(BouquetStrategy, hook)
+    from flwr.serverapp.strategy import FedAvg
+    from bouquet.strategies.fedavg import FedAvgStrategy
+
+    assert FedAvgStrategy.aggregate_train is FedAvg.aggregate_train  # what Flower's accounted DP wrappers require
     assert callable(ModelInfo.stub)
     assert [f.name for f in dataclasses.fields(ClientCall)] == [
         "cid", "num_partitions", "server_round", "run", "arrays", "config", "state", "extras", "data_path"]

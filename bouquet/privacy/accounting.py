@@ -25,7 +25,6 @@ from functools import lru_cache
 ALGORITHMS = ("uls", "els")
 RTOL = 1e-3  # target relative excess of ε from the discretisation
 _COARSEST, _FINEST = 2e-2, 5e-5  # discretisation intervals tried: 2e-2, 1e-2, 5e-3, ...
-_CALIBRATION_COARSE = 1e-2  # the interval of calibrate_noise's first, rough root
 _REFERENCE_STEPS = 1000  # horizon at which the interval is judged
 
 
@@ -124,9 +123,17 @@ def _composed_epsilon(algorithm: str, sigma: float, q: float, k: int, interval: 
     return _compose(_step_pld(algorithm, sigma, q, k, interval), steps, delta)
 
 
-@lru_cache(maxsize=256)
 def _interval(algorithm: str, sigma: float, q: float, k: int, delta: float) -> float:
-    """The coarsest interval whose ε is within ~RTOL of the converged value (see module doc)."""
+    """The coarsest interval whose ε is within ~RTOL of the converged value (see module doc).
+
+    Judged once per half-octave of σ, at its top (the excess grows with σ), so that nearby σ --
+    a calibration's last steps -- share one judgement and one interval.
+    """
+    return _judged_interval(algorithm, 2.0 ** (math.ceil(2 * math.log2(sigma)) / 2), q, k, delta)
+
+
+@lru_cache(maxsize=256)
+def _judged_interval(algorithm: str, sigma: float, q: float, k: int, delta: float) -> float:
     h = _COARSEST
     previous = _composed_epsilon(algorithm, sigma, q, k, h, _REFERENCE_STEPS, delta)
     while h / 2 >= _FINEST:
@@ -164,56 +171,112 @@ def _initial_sigma(algorithm: str, target: float, q: float, steps: int, delta: f
     return max(0.3, math.sqrt(steps) * mean_sensitivity * math.sqrt(2 * math.log(1 / delta)) / target)
 
 
-def _root(f, sigma: float, rtol: float, factor: float) -> tuple[float, float]:
-    """A bracket (lo, hi) with f(lo) > 0 >= f(hi) and hi/lo <= 1 + rtol, f decreasing.
+Bracket = tuple[float, float, float, float]  # lo, g(lo) > 0, hi, g(hi) <= 0
 
-    Starts at ``sigma``, steps by ``factor`` (squared after every step, so a poor start costs
-    few evaluations) to bracket, then bisects in log σ with a secant guess (safeguarded to the
-    middle 80 % of the bracket so it always shrinks).
-    """
+
+def _bracket(g, sigma: float, factor: float) -> Bracket:
+    """Step from ``sigma`` by ``factor`` (squared after every step, so a poor start costs few
+    evaluations) until g, decreasing in σ, changes sign."""
     lo = hi = None
-    value = f(sigma)
-    while True:  # bracket
+    value = g(sigma)
+    while True:
         if value > 0:
-            lo, f_lo = sigma, value
+            lo, g_lo = sigma, value
             if hi is not None:
-                break
+                return lo, g_lo, hi, g_hi
             sigma *= factor
         else:
-            hi, f_hi = sigma, value
+            hi, g_hi = sigma, value
             if lo is not None:
-                break
+                return lo, g_lo, hi, g_hi
             sigma /= factor
         factor *= factor
         if not 1e-6 < sigma < 1e9:
             raise ValueError("target_epsilon is out of reach for noise multipliers in [1e-6, 1e9]")
-        value = f(sigma)
+        value = g(sigma)
+
+
+def _narrow(g, bracket: Bracket, rtol: float) -> Bracket:
+    """Shrink the bracket until hi/lo <= 1 + rtol: bisection in log σ with a secant guess
+    (ε is close to a power law in σ), kept to the middle 80 % so that it always shrinks."""
+    lo, g_lo, hi, g_hi = bracket
     while hi / lo > 1 + rtol:
         a, b = math.log(lo), math.log(hi)
-        x = a + (b - a) * min(0.9, max(0.1, f_lo / (f_lo - f_hi)))  # secant in log σ
-        sigma = math.exp(x)
-        value = f(sigma)
+        sigma = math.exp(a + (b - a) * min(0.9, max(0.1, g_lo / (g_lo - g_hi))))
+        value = g(sigma)
         if value > 0:
-            lo, f_lo = sigma, value
+            lo, g_lo = sigma, value
         else:
-            hi, f_hi = sigma, value
-    return lo, hi
+            hi, g_hi = sigma, value
+    return lo, g_lo, hi, g_hi
 
 
-def _round_up(x: float, digits: int = 3) -> float:
-    """x rounded up to ``digits`` significant digits."""
-    scale = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
-    return float(f"{math.ceil(x / scale - 1e-9) * scale:.{digits}g}")
+# σ is returned on the grid of 3-significant-digit numbers, indexed by integers: n = 900·e + m - 100
+# stands for m·10^(e-2), 100 <= m <= 999, so that neighbours on the grid are n and n + 1.
+def _grid_value(n: int) -> float:
+    e, r = divmod(n, 900)
+    return float(f"{100 + r}e{e - 2}")
+
+
+def _grid_index_up(x: float) -> int:
+    """The index of the smallest grid value >= x (up to float noise; callers evaluate it)."""
+    e = math.floor(math.log10(x))
+    m = math.ceil(x / 10.0 ** (e - 2) - 1e-7)
+    if m >= 1000:
+        e, m = e + 1, 100
+    return 900 * e + m - 100
+
+
+def _grid_search(eps_at, target: float, sigma: float, slope: float) -> float:
+    """The smallest grid σ with ``eps_at(σ) <= target`` (ε decreasing in σ), starting near
+    ``sigma``: Newton steps in log σ with ``slope`` (d log ε / d log σ) to bracket, then secant
+    guesses rounded to the grid, with bisection whenever a step fails to halve the bracket."""
+    known: dict[int, float] = {}
+
+    def g(n: int) -> float:  # log(ε / target) at grid point n
+        if n not in known:
+            value = _grid_value(n)
+            if value > 1e9:
+                raise ValueError("target_epsilon is out of reach for noise multipliers up to 1e9")
+            known[n] = math.log(max(eps_at(value), 1e-300) / target)
+        return known[n]
+
+    def bracket() -> tuple[int, int] | None:
+        enough = [m for m, v in known.items() if v <= 0]
+        short = [m for m, v in known.items() if v > 0 and enough and m < min(enough)]
+        return (max(short), min(enough)) if short else None
+
+    n, push = _grid_index_up(sigma), 1
+    g(n)
+    while bracket() is None:
+        newton = _grid_index_up(_grid_value(n) * math.exp(-g(n) / slope))
+        n = max(newton, n + 1) + push if g(n) > 0 else min(newton, n - 1) - push
+        push *= 2
+        g(n)
+    lo, hi = bracket()
+    width = math.inf
+    while hi - lo > 1:
+        if hi - lo > width / 2:  # the last step did not halve it: bisect
+            n = (lo + hi) // 2
+        else:
+            a, b = math.log(_grid_value(lo)), math.log(_grid_value(hi))
+            n = _grid_index_up(math.exp(a + (b - a) * g(lo) / (g(lo) - g(hi))))
+            n = min(max(n, lo + 1), hi - 1)
+        width = hi - lo
+        if g(n) > 0:
+            lo = n
+        else:
+            hi = n
+    return _grid_value(hi)
 
 
 def calibrate_noise(algorithm: str, target_epsilon: float, sampling_rate: float, steps: int, delta: float,
                     k: int = 1) -> float:
-    """The smallest σ (3 significant digits, rounded up) with ``epsilon(σ) <= target_epsilon``.
+    """The smallest σ on the 3-significant-digit grid with ``epsilon(σ) <= target_epsilon``.
 
-    Brackets and bisects on a coarse PLD first (cheap; it over-estimates ε, so its root is a
-    little high), then refines on the interval :func:`epsilon` would use near that root, and
-    finally checks the rounded σ with :func:`epsilon` itself, so the guarantee holds exactly
-    for the value returned. steps = 0 needs no noise: 0.0.
+    A coarse PLD (cheap; it over-estimates ε, so its root is high) brackets and roughly solves
+    first; the final search evaluates :func:`epsilon` itself on grid points, so the guarantee
+    holds exactly for the value returned. steps = 0 needs no noise: 0.0. Cached per arguments.
     """
     algorithm, _, q, delta, k = _check_all(algorithm, 0.0, sampling_rate, delta, k)
     target = _real("target_epsilon", target_epsilon)
@@ -227,19 +290,17 @@ def calibrate_noise(algorithm: str, target_epsilon: float, sampling_rate: float,
 
 @lru_cache(maxsize=1024)
 def _calibrated(algorithm: str, target: float, q: float, steps: int, delta: float, k: int) -> float:
-    def excess(interval):
-        return lambda s: _composed_epsilon(algorithm, s, q, k, interval, steps, delta) - target
+    def coarse(s: float) -> float:  # log(ε / target) on the coarsest PLD
+        return math.log(max(_composed_epsilon(algorithm, s, q, k, _COARSEST, steps, delta), 1e-300) / target)
 
-    start = _initial_sigma(algorithm, target, q, steps, delta, k)
-    _, coarse = _root(excess(_CALIBRATION_COARSE), start, 1e-2, 1.5)
-    fine = _interval(algorithm, coarse, q, k, delta)
-    sigma = coarse
-    if fine != _CALIBRATION_COARSE:  # the coarse root is high by about the coarse excess: step down gently
-        sigma = _root(excess(fine), coarse, 5e-4, 1.02)[1]
-    sigma = _round_up(sigma)
-    while _epsilon(algorithm, sigma, q, k, steps, delta) > target:  # rarely more than once
-        sigma = _round_up(sigma * (1 + 1e-3))
-    return sigma
+    # Evaluations are cheap above the root and dear below it (small σ: wide privacy loss), so
+    # start high and step down gently.
+    start = 2 * _initial_sigma(algorithm, target, q, steps, delta, k)
+    lo, g_lo, hi, g_hi = _narrow(coarse, _bracket(coarse, start, 1.3), 1e-2)
+    # The coarse root is high by the coarse excess (a few % at small σ, up to ~3x at large σ). ε
+    # falls at least like 1/σ (like 1/σ² at small σ); a flatter coarse slope is discretisation.
+    slope = min(-1.0, (g_lo - g_hi) / (math.log(lo) - math.log(hi)))
+    return _grid_search(lambda s: _epsilon(algorithm, s, q, k, steps, delta), target, hi, slope)
 
 
 class PrivacyLedger:

@@ -14,6 +14,7 @@ config as a TOML file for ``flwr run <app> --run-config <file>``.
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import statistics
@@ -48,6 +49,8 @@ class Preset:
     overrides: dict[str, Any] = field(default_factory=dict)  # from the command line: win over all
     # why the headline table (the first in table.md) is the one to read: one sentence
     headline: str = ""
+    scale: float = 100.0  # table values are × scale (100: accuracies in %; 1: losses as they are)
+    extra_report: str = ""  # "module:function(results, preset, out) -> markdown" appended to table.md
 
     @property
     def seed_values(self) -> tuple[int, ...]:
@@ -132,10 +135,42 @@ PRESETS["fedkper"] = Preset(
                          "num-supernodes": 20, "fraction-train": 0.1, "num-server-rounds": 20},
     },
 )
+# Chua et al. (arXiv 2407.07737) on Tiny Shakespeare: speaker = user, held-out users score the model.
+# Equal compute: 320 examples a round in expectation for both. ULS: k = 32, q = 320 / Σ min(n, 32) =
+# 320 / 2944 (every one of the 92 users has >= 51 training windows, so ~10 users of 32); one local
+# SGD step on the user's 32 windows, its update clipped to lr·C. ELS: k = median = 182 training windows,
+# q = 320 / Σ min(n, 182) = 320 / 13324; per-window gradients clipped to C = 1, server step lr.
+USERDP_EPSILONS = (1, 4, 16)
+_ULS = {"method": "uls", "dp-k": 32, "dp-sampling-rate": 320 / 2944, "batch-size": 32, "dp-clip": 2.0}
+_ELS = {"method": "els", "dp-k": 182, "dp-sampling-rate": 320 / 13324, "dp-clip": 1.0}
+PRESETS["userdp"] = Preset(
+    methods=tuple(f"{a}-eps{e}" for a in ("uls", "els") for e in USERDP_EPSILONS) + ("uls-nonprivate", "els-nonprivate"),
+    datasets=("shakespeare-92",),
+    clients=(92,),
+    seeds=3,
+    settings=(("Held-out loss", M.GLOBAL_LOSS), ("Perplexity", M.GLOBAL_PERPLEXITY), ("Accuracy", M.GLOBAL_GLOBAL),
+              ("ε spent", "dp-epsilon-spent")),
+    select_by=None,
+    scale=1.0,
+    run_config={"learning-rate": 2.0, "num-server-rounds": 100, "fraction-evaluate": 0.0, "local-epochs": 1,
+                "model": "char-lstm-small"},
+    dataset_config={"shakespeare-92": {"dataset": "tinyshakespeare", "partitioner": "natural", "num-supernodes": 92}},
+    method_config={**{f"{a}-eps{e}": {**cfg, "dp-epsilon": float(e)} for a, cfg in (("uls", _ULS), ("els", _ELS))
+                      for e in USERDP_EPSILONS},
+                   # the same sampling, bound and clipping without noise: what the privacy costs
+                   "uls-nonprivate": {**_ULS, "dp-noise-multiplier": 0.0},
+                   "els-nonprivate": {**_ELS, "dp-noise-multiplier": 0.0}},
+    headline=("The headline and only table: the final global model's loss on held-out users (speakers no client "
+              "holds) after the same number of rounds and the same expected examples per round for ELS and ULS; "
+              "delta = 1/users^2."),
+    extra_report="bouquet.simulations.userdp:report",
+)
 QUICK = {"fedlog": {"datasets": ("cora",), "clients": (3,), "seeds": 1, "rounds": 20,
                    "methods": ("fedlog", "fedpub", "fedavg", "fedprox", "local")},  # about 3 minutes
          "fedkper": {"datasets": ("heart-disease",), "clients": (4,), "seeds": 1, "rounds": 30,
-                     "methods": PRESETS["fedkper"].methods}}
+                     "methods": PRESETS["fedkper"].methods},
+         "userdp": {"datasets": ("shakespeare-92",), "clients": (92,), "seeds": 1, "rounds": 20,
+                    "methods": PRESETS["userdp"].methods}}
 
 
 def select_round(server_rows: dict[int, dict[str, float]], select_by: str) -> int:
@@ -295,14 +330,16 @@ def write_csv(results: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(results)
 
 
-def mean_std(values: list[float]) -> str:
-    """Mean ± std in %; one value alone has no spread, so it is shown without "±"."""
+def mean_std(values: list[float], scale: float = 100.0) -> str:
+    """Mean ± std (× scale: 100 for %, then 1 decimal; else 3 significant digits); one value
+    alone has no spread, so it is shown without "±"."""
     values = [v for v in values if v is not None and v == v]
     if not values:
         return "–"
+    fmt = (lambda v: f"{scale * v:.1f}") if scale == 100.0 else (lambda v: f"{scale * v:.3g}")
     if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+        return fmt(values[0])
+    return f"{fmt(statistics.fmean(values))} ± {fmt(statistics.stdev(values))}"
 
 
 def seeds_label(n: int) -> str:
@@ -328,7 +365,7 @@ def markdown_table(results: list[dict[str, Any]], preset: Preset, prefix: str = 
         for method in preset.methods:
             mine = [r for r in rows if r["method"] == method]
             if mine:
-                cells = [mean_std([r.get(prefix + metric) for r in mine]) for _, metric in preset.settings]
+                cells = [mean_std([r.get(prefix + metric) for r in mine], preset.scale) for _, metric in preset.settings]
                 label = f"{method} ({seeds_label(per_method[method])})" if uneven else method
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -353,7 +390,8 @@ def report(results: list[dict[str, Any]], preset: Preset, name: str = "") -> tup
          "Not the headline: every run read at its last round.", "last:"),
     ]
     count = f" (table 1 of {len(others) + 1})" if others else ""
-    headline = "\n".join([f"## Headline table{count}: {title}", "", preset.headline, VALUES_NOTE, "",
+    note = VALUES_NOTE if preset.scale == 100.0 else VALUES_NOTE.replace("Values: %,", "Values:")
+    headline = "\n".join([f"## Headline table{count}: {title}", "", preset.headline, note, "",
                            markdown_table(results, preset)])
     parts = [f"# bouquet reproduce {name}".rstrip(), "", headline]
     for i, (label, sentence, prefix) in enumerate(others, start=2):
@@ -486,6 +524,9 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
     preset = replace(preset, methods=tuple(dict.fromkeys(
         [m for m in preset.methods if any(r["method"] == m for r in results)] + [r["method"] for r in results])))
     headline, text = report(results, preset, name)
+    if preset.extra_report:
+        module, _, func = preset.extra_report.partition(":")
+        text += "\n" + getattr(importlib.import_module(module), func)(results, preset, out)
     (out / "table.md").write_text(text)
     plot(results, preset, out)
     plot_curves(results, preset, out)

@@ -29,7 +29,10 @@ def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Ma
 
         privacy = PrivacyRun(plan(cfg, {pid: int(n) for pid, n in counts.items()}), cfg, recorder)
         p = privacy.plan
-        hooks.max_examples = {pid: min(n, p.k) for pid, n in counts.items()}  # a user sends at most k examples
+        from bouquet.datasets import GRAPH_DATASETS  # noqa: PLC0415
+
+        if cfg.dataset not in GRAPH_DATASETS:  # a graph client is one user with its whole subgraph: no k
+            hooks.max_examples = {pid: min(n, p.k) for pid, n in counts.items()}  # at most k examples a user
         log(INFO, "[bouquet] dp=%s: k=%d examples per user, q=%.4g, sigma=%.4g, C=%g, delta=%.3g, denominator %.4g%s",
             p.algorithm, p.k, p.sampling_rate, p.noise_multiplier, p.clip, p.delta, p.denominator,
             f", budget epsilon={p.budget:g}" if p.budget != float("inf") else ", no budget (epsilon reported)")
