@@ -20,7 +20,8 @@ from bouquet import metrics as M
 from bouquet.clients.base import arrays_to_model
 from bouquet.clients.training import predict_arrays
 from bouquet.config import ConfigError, RunConfig, data_spec
-from bouquet.datasets import GRAPH_DATASETS, DataFileError, DataSpec, check_spec, data_root, global_test, load_dataset, new_client_graph
+from bouquet.datasets import (GRAPH_DATASETS, DataFileError, DataSpec, check_spec, client_data, data_root, global_test,
+                              load_dataset, new_client_graph)
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.registry import get_method
 from bouquet.strategies import RunFailed, Stop, run_rounds
@@ -146,7 +147,11 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         log(WARNING, "[bouquet] the server cannot materialise the partitions (%s): no partition.png, and "
             "num-examples is bounded only by being positive", exc)
         counts, total = {}, float("inf")
-    strategy, hooks, privacy = build_strategy(method, cfg, clients, recorder, counts, total)
+    user_sizes = None
+    if cfg.dp_mode != "none" and cfg.dataset not in GRAPH_DATASETS:
+        # k and the expected batch from what each user trains on (its partition minus its local test split)
+        user_sizes = {pid: len(client_data(spec, pid).y_train) for pid in range(clients.num_partitions)}
+    strategy, hooks, privacy = build_strategy(method, cfg, clients, recorder, counts, total, user_sizes)
     evaluator = ServerEvaluator(cfg, spec, recorder, hooks.server_evaluates, lambda: method.model(cfg, dataset))
     if ckpt is not None:
         load_state_arrays(strategy, ckpt.strategy)

@@ -60,7 +60,7 @@ def default_candidates(counts: Iterable[int]) -> list[int]:
 
 def uls_noise_prediction(counts: Iterable[int], examples_per_step: float, steps: int, epsilon: float,
                          delta: float, candidates: Iterable[int] | None = None, *,
-                         divide_by_kept_fraction: bool = True) -> dict[int, float]:
+                         divide_by_kept_fraction: bool = False) -> dict[int, float]:
     """Predicted noise of ULS's averaged update, in units of C, for each candidate k.
 
     At fixed compute -- B = ``examples_per_step`` expected example-gradients a step -- with N
@@ -69,16 +69,15 @@ def uls_noise_prediction(counts: Iterable[int], examples_per_step: float, steps:
         kept(k) = Σ_u min(n_u, k)                 examples left after the bound
         q(k)    = min(1, B / kept(k))             user sampling rate that spends B a step
         σ(k)    = calibrate_noise("uls", ε, q(k), T, δ)
-        f(k)    = kept(k) / Σ_u n_u               fraction of the data kept
-        noise(k) = σ(k) / (q(k)·N) / f(k)
+        noise(k) = σ(k) / (q(k)·N)                std of the noise in the update averaged over the
+                                                  expected cohort (the default, the paper's "noise")
 
-    σ(k)/(q(k)·N) is the std of the noise in the update averaged over the expected cohort;
-    dividing by f(k) expresses it relative to the signal kept. Note that, while q(k) < 1, the
-    kept(k) terms cancel: noise(k) = σ(k)·Σn/(B·N), so this prediction is minimised by the k of
-    smallest σ, i.e. the smallest sampling rate, i.e. the largest candidate. With
-    ``divide_by_kept_fraction=False`` it is σ(k)/(q(k)·N) alone, which instead grows with the
-    cohort's per-user compute and favours small k. The true trade-off (within-user averaging and
-    clipping bias vs. noise) is data-dependent; these are counts-only predictions.
+    It grows with the per-user compute k (fewer users a step, less amplification), so it favours
+    small k. ``divide_by_kept_fraction=True`` divides by f(k) = kept(k)/Σ_u n_u (noise relative
+    to the data kept); while q(k) < 1 the kept(k) terms then cancel, noise(k) = σ(k)·Σn/(B·N),
+    and the largest candidate always wins: in the synthetic study (docs/results/userdp-synthetic)
+    that pick was 2.5-6.9x worse than the best k, the default's 1.0-1.6x. The true trade-off
+    (within-user averaging and clipping bias vs. noise) is data-dependent; both are counts-only.
     """
     arr = _counts(counts)
     budget = float(examples_per_step)
@@ -102,7 +101,7 @@ def uls_noise_prediction(counts: Iterable[int], examples_per_step: float, steps:
 
 
 def uls_default_k(counts: Iterable[int], examples_per_step: float, steps: int, epsilon: float, delta: float,
-                  candidates: Iterable[int] | None = None, *, divide_by_kept_fraction: bool = True) -> int:
+                  candidates: Iterable[int] | None = None, *, divide_by_kept_fraction: bool = False) -> int:
     """The candidate k of least predicted noise (:func:`uls_noise_prediction`; ties: smaller k)."""
     prediction = uls_noise_prediction(counts, examples_per_step, steps, epsilon, delta, candidates,
                                       divide_by_kept_fraction=divide_by_kept_fraction)

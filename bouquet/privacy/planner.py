@@ -29,7 +29,8 @@ def solve(algorithm: str, sampling_rate: float, steps: int, delta: float, k: int
           noise_multiplier: float | None = None, epsilon_target: float | None = None) -> dict:
     """The full setting with the missing one of σ / ε filled in; exactly one of them must be given."""
     if (noise_multiplier is None) == (epsilon_target is None):
-        raise ValueError("give exactly one of noise_multiplier (to get epsilon) or epsilon (to get the noise multiplier)")
+        raise ValueError("give exactly one of noise_multiplier (to get epsilon) or epsilon_target "
+                         "(to get the noise multiplier)")
     record = {"algorithm": algorithm, "sampling_rate": sampling_rate, "steps": steps, "delta": delta}
     if algorithm == "els":
         record["k"] = k

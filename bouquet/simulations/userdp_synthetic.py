@@ -2,7 +2,7 @@
 under user-level DP at equal compute, on CPU in a couple of minutes.
 
 Population: N users with heavy-tailed (log-normal) example counts, d-dimensional examples
-x = μ_u + ε_x (ε_x ~ N(0, I)), user means μ_u = μ + diversity·z_u (z_u ~ N(0, I)). The counts
+x = μ_u + ξ (ξ ~ N(0, I)), user means μ_u = μ + diversity·z_u (z_u ~ N(0, I)). The counts
 are drawn once (``count_seed``) so that σ depends only on (algorithm, k, ε); each seed redraws
 the user means, the examples, which examples each user keeps, the sampling and the noise.
 
@@ -61,6 +61,20 @@ class StudyConfig:
     mean_norm: float = 4.0  # ‖μ‖ (μ along the all-ones direction), the distance θ has to travel
     seeds: int = 20
     ks: tuple[int, ...] = ()  # () = powers of two up to the largest count, plus the median
+
+    def __post_init__(self) -> None:
+        for name in ("users", "dim", "steps", "seeds"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("count_median", "count_spread", "examples_per_step", "learning_rate", "clip", "mean_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.epsilons or not all(0 < e < math.inf for e in self.epsilons):
+            raise ValueError(f"epsilons must be finite and > 0, got {self.epsilons!r}")
+        if not self.diversities or any(d < 0 for _, d in self.diversities):
+            raise ValueError(f"diversities must be (label, value >= 0) pairs, got {self.diversities!r}")
+        if any(not isinstance(k, int) or k < 1 for k in self.ks):
+            raise ValueError(f"ks must be integers >= 1, got {self.ks!r}")
 
     @property
     def delta(self) -> float:
@@ -159,7 +173,8 @@ def _uls_column(job: tuple) -> tuple[float, dict, dict]:
     sigmas = {k: calibrate_noise("uls", eps, sampling_rate(counts, k, cfg.examples_per_step), cfg.steps, cfg.delta)
               for k in ks}
     args = (counts, cfg.examples_per_step, cfg.steps, eps, cfg.delta, ks)
-    picks = {"uls": uls_default_k(*args), "uls_without_kept_fraction": uls_default_k(*args, divide_by_kept_fraction=False)}
+    picks = {"uls": uls_default_k(*args),
+             "uls_with_kept_fraction": uls_default_k(*args, divide_by_kept_fraction=True)}
     return eps, sigmas, picks
 
 
@@ -199,7 +214,7 @@ def run_study(cfg: StudyConfig, workers: int = 1) -> tuple[list[dict], dict]:
                            for e in cfg.epsilons for k in ks), key=lambda j: (-j[1], -j[0]))  # slowest first
         uls = pool.map(_uls_column, [(cfg, counts, ks, e) for e in cfg.epsilons]) if pool else None
         sigmas = dict(_map(_els_sigma, els_jobs, pool))
-        picks = {"els": {e: els_default_k(counts) for e in cfg.epsilons}, "uls": {}, "uls_without_kept_fraction": {}}
+        picks = {"els": {e: els_default_k(counts) for e in cfg.epsilons}, "uls": {}, "uls_with_kept_fraction": {}}
         for eps, column, chosen in (uls if pool else map(_uls_column, [(cfg, counts, ks, e) for e in cfg.epsilons])):
             sigmas.update({("uls", k, eps): s for k, s in column.items()})
             for name, k in chosen.items():
@@ -237,7 +252,8 @@ def summarise(rows: list[dict], picks: dict) -> dict:
             continue
         best, pick = min(mean, key=mean.get), picks[algorithm][eps]
         cells.append({"diversity": diversity, "epsilon": eps, "algorithm": algorithm,
-                      "error_by_k": {str(k): v for k, v in mean.items()}, "sem_by_k": {str(k): v for k, v in sem.items()},
+                      "error_by_k": {str(k): v for k, v in mean.items()},
+                      "sem_by_k": {str(k): v for k, v in sem.items()},
                       "best_k": best, "best_error": mean[best], "heuristic_k": pick, "heuristic_error": mean[pick],
                       "heuristic_over_best": mean[pick] / mean[best]})
     winners = []
@@ -254,7 +270,8 @@ def summarise(rows: list[dict], picks: dict) -> dict:
 def table(summary: dict) -> str:
     """Markdown: mean error at the best k and at each heuristic's k (the k in brackets)."""
     cells = {(c["diversity"], c["epsilon"], c["algorithm"]): c for c in summary["cells"]}
-    lines = ["| diversity | ε | ELS best (k) | ELS median k (k) | ULS best (k) | ULS heuristic (k) | ULS/ELS at best k |",
+    lines = ["| diversity | ε | ELS best (k) | ELS median k (k) | ULS best (k) | ULS heuristic (k) "
+             "| ULS/ELS at best k |",
              "|---|---|---|---|---|---|---|"]
     for w in summary["winners"]:
         e, u = cells[(w["diversity"], w["epsilon"], "els")], cells[(w["diversity"], w["epsilon"], "uls")]
@@ -280,7 +297,8 @@ def plot(summary: dict, out: Path) -> list[Path]:
             for algorithm, color in (("els", "tab:blue"), ("uls", "tab:orange")):
                 c = next(c for c in summary["cells"] if (c["diversity"], c["epsilon"], c["algorithm"]) ==
                          (diversity, eps, algorithm))
-                floor = next(f for f in summary["noiseless"] if (f["diversity"], f["algorithm"]) == (diversity, algorithm))
+                floor = next(f for f in summary["noiseless"]
+                             if (f["diversity"], f["algorithm"]) == (diversity, algorithm))
                 ks = [int(k) for k in c["error_by_k"]]
                 ax.errorbar(ks, list(c["error_by_k"].values()), yerr=list(c["sem_by_k"].values()), marker="o", ms=3,
                             capsize=2, color=color, label=algorithm.upper())

@@ -13,9 +13,11 @@ from bouquet.config import RunConfig
 from bouquet.registry import Method
 
 
-def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Mapping[int, float], total: float):
+def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Mapping[int, float], total: float,
+                   user_sizes: Mapping[int, int] | None = None):
     """(outermost strategy, the Bouquet layer, the PrivacyRun or None). ``counts`` are the
-    partition sizes the server computed (they bound num-examples, and fix k under DP)."""
+    partition sizes the server computed (they bound num-examples); ``user_sizes`` the training
+    examples each user holds (they fix k and ELS's expected batch; default: ``counts``)."""
     hooks = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
     hooks.max_examples, hooks.max_examples_total = dict(counts), total
     strategy = hooks
@@ -27,7 +29,8 @@ def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Ma
     if cfg.dp_mode != "none":
         from bouquet.privacy.budget import PrivacyRun, plan  # noqa: PLC0415 (dp-accounting only when used)
 
-        privacy = PrivacyRun(plan(cfg, {pid: int(n) for pid, n in counts.items()}), cfg, recorder)
+        sizes = user_sizes if user_sizes is not None else {pid: int(n) for pid, n in counts.items()}
+        privacy = PrivacyRun(plan(cfg, sizes), cfg, recorder)
         p = privacy.plan
         from bouquet.datasets import GRAPH_DATASETS  # noqa: PLC0415
 

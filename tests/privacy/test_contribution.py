@@ -50,8 +50,8 @@ ARGS = (COUNTS, 20.0, 50, 2.0, 1e-4)
 
 
 def test_uls_prediction_is_the_documented_formula():
-    prediction = uls_noise_prediction(*ARGS, candidates=[1, 4, 16])
-    plain = uls_noise_prediction(*ARGS, candidates=[1, 4, 16], divide_by_kept_fraction=False)
+    prediction = uls_noise_prediction(*ARGS, candidates=[1, 4, 16], divide_by_kept_fraction=True)
+    plain = uls_noise_prediction(*ARGS, candidates=[1, 4, 16])
     total, users = sum(COUNTS), len(COUNTS)
     for k in (1, 4, 16):
         kept = sum(min(n, k) for n in COUNTS)
@@ -62,12 +62,12 @@ def test_uls_prediction_is_the_documented_formula():
 
 
 def test_uls_default_k_is_the_argmin():
-    prediction = uls_noise_prediction(*ARGS)
+    prediction = uls_noise_prediction(*ARGS, divide_by_kept_fraction=True)
     assert set(prediction) == set(default_candidates(COUNTS))
-    k = uls_default_k(*ARGS)
+    k = uls_default_k(*ARGS, divide_by_kept_fraction=True)
     assert k in prediction and prediction[k] == min(prediction.values())
-    plain = uls_noise_prediction(*ARGS, divide_by_kept_fraction=False)
-    k_plain = uls_default_k(*ARGS, divide_by_kept_fraction=False)
+    plain = uls_noise_prediction(*ARGS)
+    k_plain = uls_default_k(*ARGS)
     assert plain[k_plain] == min(plain.values())
     assert uls_default_k(*ARGS, candidates=[3]) == 3
 

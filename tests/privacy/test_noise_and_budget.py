@@ -43,3 +43,19 @@ def test_plan_calibrates_sigma_to_the_budget_and_fixes_the_denominators():
     uls = plan(RunConfig.from_run_config({"method": "uls", "dataset": "digits", "partitioner": "iid",
                                           "dp-noise-multiplier": 1.5, "dp-k": 16, "dp-sampling-rate": 0.25}), counts)
     assert (uls.noise_multiplier, uls.k, uls.denominator, uls.budget) == (1.5, 16, 0.25 * 8, math.inf)
+
+
+def test_uls_auto_k_minimises_the_predicted_noise_at_the_configured_compute():
+    from bouquet.privacy.contribution import uls_noise_prediction
+
+    counts = {i: n for i, n in enumerate([2, 3, 5, 8, 13, 21, 34, 55, 89, 144] * 4)}
+    cfg = RunConfig.from_run_config({"method": "uls", "dataset": "digits", "partitioner": "iid", "dp-epsilon": 4.0,
+                                     "num-server-rounds": 30, "dp-sampling-rate": 0.02})
+    p = plan(cfg, counts)
+    sizes = list(counts.values())
+    budget = 0.02 * len(sizes) * 17  # q·N·median examples a round
+    prediction = uls_noise_prediction(sizes, budget, 30, 4.0, p.delta)
+    assert p.k in prediction and prediction[p.k] == min(prediction.values())
+    kept = sum(min(n, p.k) for n in sizes)
+    assert p.sampling_rate == pytest.approx(min(1.0, budget / kept))  # the same compute at the chosen k
+    assert epsilon("uls", p.noise_multiplier, p.sampling_rate, 30, p.delta) <= 4.0

@@ -58,6 +58,14 @@ def test_error_grows_as_epsilon_falls():
                             diversities=(("low", 0.1),))
     rows, _ = study.run_study(cfg)
     for algorithm in ("els", "uls"):
-        error = {eps: np.mean([r["error"] for r in rows if (r["algorithm"], r["epsilon"], r["k"]) == (algorithm, eps, 2)])
+        error = {eps: np.mean([r["error"] for r in rows
+                               if (r["algorithm"], r["epsilon"], r["k"]) == (algorithm, eps, 2)])
                  for eps in (0.5, 8.0, math.inf)}
         assert error[0.5] > 2 * error[8.0] > error[math.inf]
+
+
+@pytest.mark.parametrize(("change", "name"), [({"users": 0}, "users"), ({"clip": 0.0}, "clip"),
+                                              ({"epsilons": (1.0, math.inf)}, "epsilons"), ({"ks": (0,)}, "ks")])
+def test_bad_config_is_named(change, name):
+    with pytest.raises(ValueError, match=rf"^{name}\b"):
+        study.StudyConfig(**change)
