@@ -165,6 +165,9 @@ class RunConfig:
     def check_federation(self, num_clients: int) -> None:
         """Settings that depend on the federation size, checked before round 1 (server and CLI):
         a run that could never update its model must not start."""
+        if self.dp_mode != "none" and self.dp_delta and self.dp_delta >= 1.0 / num_clients:
+            raise ConfigError(f"dp-delta={self.dp_delta:g} is at least 1/users = 1/{num_clients}: a mechanism that "
+                              "publishes one user's data outright would meet it; use dp-delta < 1/users (0 = 1/users²)")
         sampled = max(int(num_clients * self.fraction_train), 1)  # Flower's FedAvg sampling
         if self.min_replies > sampled:
             raise ConfigError(

@@ -76,7 +76,10 @@ METHODS: dict[str, Method] = {
     "ditto": Method(S + "fedavg:FedAvgStrategy", C + "ditto:DittoClient",
                     "Ditto (Li et al., ICML 2021), personal model, lambda = ditto-lambda"),
     "fedlog": Method(S + "fedlog:FedLoGStrategy", C + "fedlog:FedLoGClient", "FedLoG (Kim et al., ICLR 2025)",
-                     model=_fedlog_model, datasets=GRAPH_DATASETS),
+                     model=_fedlog_model, datasets=GRAPH_DATASETS,
+                     dp_ok_reason="the global synthetic nodes condensed from one user's upload go, without noise, "
+                                  "to every user's next training, so one user moves the others' updates and the "
+                                  "clipped-sum sensitivity no longer holds"),
     "fedpub": Method(S + "fedpub:FedPubStrategy", C + "fedpub:FedPubClient", "FED-PUB (Baek et al., ICML 2023)",
                      model=_fedpub_model, datasets=GRAPH_DATASETS,
                      dp_ok_reason="each client receives its own similarity-weighted mix of the updates, whose "

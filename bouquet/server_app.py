@@ -21,6 +21,7 @@ from bouquet.clients.base import arrays_to_model
 from bouquet.clients.training import predict_arrays
 from bouquet.config import ConfigError, RunConfig, data_spec
 from bouquet.datasets import (GRAPH_DATASETS, DataFileError, DataSpec, check_spec, client_data, data_root, global_test,
+                              global_test_is_users_data,
                               load_dataset, new_client_graph)
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.registry import get_method
@@ -152,6 +153,8 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         # k and the expected batch from what each user trains on (its partition minus its local test split)
         user_sizes = {pid: len(client_data(spec, pid).y_train) for pid in range(clients.num_partitions)}
     strategy, hooks, privacy = build_strategy(method, cfg, clients, recorder, counts, total, user_sizes)
+    if privacy is not None:
+        privacy.evaluated_on_users = hooks.server_evaluates and global_test_is_users_data(spec)
     evaluator = ServerEvaluator(cfg, spec, recorder, hooks.server_evaluates, lambda: method.model(cfg, dataset))
     if ckpt is not None:
         load_state_arrays(strategy, ckpt.strategy)

@@ -7,6 +7,7 @@ from bouquet.datasets.client_data import (
     GraphClientData,
     check_spec,
     client_data,
+    global_test_is_users_data,
     global_test,
     new_client_graph,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "DataSpec",
     "ExportedPartition",
     "GRAPH_DATASETS",
+    "global_test_is_users_data",
     "GROUPED_DATASETS",
     "GraphClientData",
     "GraphDataset",

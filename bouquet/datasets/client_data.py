@@ -161,7 +161,7 @@ def global_test(spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if data.x_test is not None and data.y_test is not None:
         return data.x_test, data.y_test
-    if spec.partitioner == "natural" and data.groups is not None and spec.num_partitions <= int(data.groups.max()):
+    if _held_out_users(spec, data):
         # users no client holds (the natural partitioner takes the biggest groups): a held-out-user
         # test set, at most HELD_OUT_MAX rows (seeded), as user-level evaluations need
         rows = np.flatnonzero(data.groups >= spec.num_partitions)
@@ -170,6 +170,17 @@ def global_test(spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
         return data.x_train[rows], data.y_train[rows]
     parts = [client_data(spec, pid) for pid in range(spec.num_partitions)]
     return np.concatenate([p.x_test for p in parts]), np.concatenate([p.y_test for p in parts])
+
+
+def _held_out_users(spec: DataSpec, data: ArrayDataset) -> bool:
+    return spec.partitioner == "natural" and data.groups is not None and spec.num_partitions <= int(data.groups.max())
+
+
+def global_test_is_users_data(spec: DataSpec) -> bool:
+    """Whether :func:`global_test` is made of the clients' own local test splits (no official
+    test split, no held-out users): then scoring it reveals the users' data (user-level DP)."""
+    data = _dataset(spec)
+    return isinstance(data, ArrayDataset) and data.x_test is None and not _held_out_users(spec, data)
 
 
 def partition_indices(spec: DataSpec) -> tuple[np.ndarray, ...]:

@@ -5,6 +5,7 @@ comes back from the checkpoint, never re-calibrated for the new round count)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -20,10 +21,11 @@ from bouquet.privacy.noise import Randomness
 from bouquet.strategies.rounds import Stop
 
 EPSILON = "dp-epsilon-spent"  # metrics.csv column, one value per round
+JOURNAL = "privacy-releases.json"  # written at every release, before the model leaves the server
 
 # What the guarantee covers (summary.json "privacy"); methods add their own uncovered records.
-COVERED = ("the sequence of global models released after every round, and everything computed from them "
-           "(server-side evaluation, checkpoints, the final model)")
+COVERED = ("the sequence of global models released after every round, and everything computed from them alone "
+           "(the final model, checkpointed models; server-side scores on data outside the users)")
 NOT_COVERED = (
     "the server's own view of each update before noise: the server is trusted (central DP; no secure aggregation)",
     "client metrics in every reply (losses, accuracies, num-examples, update norms) and the files written from them "
@@ -31,10 +33,6 @@ NOT_COVERED = (
     "which users exist and how many examples each has (the contribution bound k is computed from partition sizes)",
     "floating-point attacks on the noise's low-order bits (Mironov 2012)",
 )
-UNCOVERED_RECORDS = {
-    "fedlog": "FedLoG's synthetic nodes and class shares (the 'fedlog-upload' record) and the global synthetic "
-              "nodes condensed from them are released without noise",
-}
 
 
 class BudgetExhausted(Stop):
@@ -48,7 +46,7 @@ class PrivacyPlan:
     clip: float
     sampling_rate: float  # uls: per user per round; els: per example per round
     delta: float
-    k: int  # examples kept per user
+    k: int  # examples kept per user (0: not bounded, ULS on graphs)
     users: int
     denominator: float  # expected cohort (uls: qN) or expected batch (els: q·Σ min(n, k))
     budget: float  # ε the run may spend; inf = no budget (ε is still reported)
@@ -59,15 +57,18 @@ class PrivacyPlan:
         return self.noise_multiplier * self.clip / self.denominator
 
 
-def plan(cfg: RunConfig, counts: Mapping[int, int]) -> PrivacyPlan:
-    """The mechanism for this run, from the config and each user's example count."""
+def plan(cfg: RunConfig, counts: Mapping[int, int], bounded: bool = True) -> PrivacyPlan:
+    """The mechanism for this run, from the config and each user's example count;
+    ``bounded=False``: users are not cut to k examples (graphs; ULS only), k = 0."""
     sizes = [int(n) for n in counts.values()]
     users, rounds = len(sizes), cfg.num_server_rounds
     if users == 0:
         raise ValueError("dp: the server knows no partition sizes, so k and the sensitivity cannot be fixed")
     delta = cfg.dp_delta or 1.0 / users**2
     algorithm, q = cfg.dp_mode, cfg.dp_sampling_rate
-    if cfg.dp_k:
+    if not bounded:  # a graph client is one user with its whole subgraph: no k (ULS's analysis needs none)
+        k = 0
+    elif cfg.dp_k:
         k = cfg.dp_k
     elif algorithm == "uls" and cfg.dp_epsilon > 0:
         # the paper's rule at fixed compute: B = q·N·median examples a round, the k of least predicted noise
@@ -75,8 +76,8 @@ def plan(cfg: RunConfig, counts: Mapping[int, int]) -> PrivacyPlan:
         q = min(1.0, q * users * els_default_k(sizes) / sum(min(n, k) for n in sizes))
     else:
         k = els_default_k(sizes)
-    kept = sum(min(n, k) for n in sizes)
-    sigma = (calibrate_noise(algorithm, cfg.dp_epsilon, q, rounds, delta, k) if cfg.dp_epsilon > 0
+    kept = sum(min(n, k or n) for n in sizes)
+    sigma = (calibrate_noise(algorithm, cfg.dp_epsilon, q, rounds, delta, max(k, 1)) if cfg.dp_epsilon > 0
              else cfg.dp_noise_multiplier)
     denominator = q * users if algorithm == "uls" else q * kept
     return PrivacyPlan(algorithm, float(sigma), cfg.dp_clip, float(q), float(delta), int(k), users,
@@ -88,14 +89,16 @@ class PrivacyRun:
 
     def __init__(self, plan: PrivacyPlan, cfg: RunConfig, recorder=None) -> None:
         self.plan, self.recorder = plan, recorder
+        self.journal = None if recorder is None else recorder.run_dir / JOURNAL
         self.random = Randomness(cfg.seed, cfg.dp_secure_noise)
         self.method = cfg.method
+        self.evaluated_on_users = False  # set by the server when its test set is the users' own data
         self.releases = 0
         self._ledger()
 
     def _ledger(self) -> None:
         p = self.plan
-        self.ledger = PrivacyLedger(p.algorithm, p.noise_multiplier, p.sampling_rate, p.delta, p.k)
+        self.ledger = PrivacyLedger(p.algorithm, p.noise_multiplier, p.sampling_rate, p.delta, max(p.k, 1))
 
     @property
     def epsilon(self) -> float:
@@ -113,8 +116,15 @@ class PrivacyRun:
                 "release(s), everything written so far is kept")
 
     def spend(self, server_round: int) -> float:
+        """Count one release. Journaled at once: a server killed after this round's release but
+        before its checkpoint would otherwise release the round again, uncounted, on resume."""
         self.releases += 1
         eps = self.epsilon
+        if self.journal is not None:
+            tmp = self.journal.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"releases": self.releases, "round": server_round,
+                                       "epsilon": eps if math.isfinite(eps) else None}))
+            tmp.replace(self.journal)
         if self.recorder is not None:
             self.recorder.server_metrics(server_round, {EPSILON: eps})
         log(INFO, "[bouquet] round %d: user-level DP release %d, epsilon spent %.4g (delta %.3g)",
@@ -139,14 +149,18 @@ class PrivacyRun:
         self.plan = replace(self.plan, noise_multiplier=sigma, clip=clip, sampling_rate=q, delta=delta, k=int(k),
                             denominator=denominator)
         self.releases = int(arrays["dp/releases"][0])
+        if self.journal is not None and self.journal.is_file():  # releases after the checkpoint count too
+            self.releases = max(self.releases, int(json.loads(self.journal.read_text())["releases"]))
         self._ledger()
         log(INFO, "[bouquet] dp: resumed after %d release(s), epsilon spent %.4g", self.releases, self.epsilon)
 
     def summary(self) -> dict:
         """summary.json's "privacy": the mechanism, ε spent, and what is and is not covered."""
         not_covered = list(NOT_COVERED)
-        if self.method in UNCOVERED_RECORDS:
-            not_covered.insert(0, UNCOVERED_RECORDS[self.method])
+        if self.evaluated_on_users:
+            not_covered.insert(0, "the server-side scores and the evaluator state in checkpoints: this dataset has no "
+                                  "test set outside the users, so the server scores the union of the users' local test "
+                                  "splits")
         p = asdict(self.plan)
         p["budget"] = None if math.isinf(self.plan.budget) else self.plan.budget
         return {**p, "unit": "user (all examples of one partition); add/remove one user",

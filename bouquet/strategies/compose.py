@@ -29,12 +29,12 @@ def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Ma
     if cfg.dp_mode != "none":
         from bouquet.privacy.budget import PrivacyRun, plan  # noqa: PLC0415 (dp-accounting only when used)
 
-        sizes = user_sizes if user_sizes is not None else {pid: int(n) for pid, n in counts.items()}
-        privacy = PrivacyRun(plan(cfg, sizes), cfg, recorder)
-        p = privacy.plan
         from bouquet.datasets import GRAPH_DATASETS  # noqa: PLC0415
 
-        if cfg.dataset not in GRAPH_DATASETS:  # a graph client is one user with its whole subgraph: no k
+        sizes = user_sizes if user_sizes is not None else {pid: int(n) for pid, n in counts.items()}
+        privacy = PrivacyRun(plan(cfg, sizes, bounded=cfg.dataset not in GRAPH_DATASETS), cfg, recorder)
+        p = privacy.plan
+        if p.k:  # a graph client is one user with its whole subgraph: no k
             hooks.max_examples = {pid: min(n, p.k) for pid, n in counts.items()}  # at most k examples a user
         log(INFO, "[bouquet] dp=%s: k=%d examples per user, q=%.4g, sigma=%.4g, C=%g, delta=%.3g, denominator %.4g%s",
             p.algorithm, p.k, p.sampling_rate, p.noise_multiplier, p.clip, p.delta, p.denominator,

@@ -31,8 +31,13 @@ class ELSStrategy(BouquetStrategy, FedAvg):
 
     def attach(self, privacy: PrivacyRun) -> None:
         self.privacy = privacy
-        self.weight_range = (0.0, float(privacy.plan.k))
-        self.gate.update_bound = privacy.plan.k * privacy.plan.clip  # a user's sum: at most k clipped gradients
+        self.gate.freeze_integer = True
+        self._bounds()
+
+    def _bounds(self) -> None:
+        p = self.privacy.plan  # the mechanism in force (a resumed run's comes from its checkpoint)
+        self.weight_range = (0.0, float(p.k))
+        self.gate.update_bound = p.k * p.clip  # an honest user's sum: at most k clipped gradients
 
     def round_config(self, server_round: int) -> dict[str, float | int | str]:
         p = self.privacy.plan
@@ -41,6 +46,7 @@ class ELSStrategy(BouquetStrategy, FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.privacy.check_next(server_round)
+        self._bounds()
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:

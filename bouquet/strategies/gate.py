@@ -45,6 +45,7 @@ class ReplyGate:
     def __init__(self, hooks) -> None:
         self.hooks = hooks
         self.update_bound = hooks.cfg.max_update_norm
+        self.freeze_integer = False  # DP: integer arrays (counters) keep the global value, outside the clip
         self.tally = {"train_sound": 0, "train_rejected": 0, "rounds_trained": 0, "rounds": 0}
         self.last_norms: dict[int, float] = {}  # partition id -> update norm, latest round it sent one
         self._awaiting: dict[str, list[Message]] = {}
@@ -128,6 +129,11 @@ class ReplyGate:
         arrays = {k: v.numpy() for k, v in content["arrays"].items()}
         if not self.hooks.replies_are_models:
             reference = {k: np.zeros_like(v) for k, v in reference.items()}
+        if self.freeze_integer:
+            frozen = {k: reference[k] for k, v in arrays.items() if not np.issubdtype(v.dtype, np.floating)}
+            if any(not np.array_equal(arrays[k], v) for k, v in frozen.items()):
+                arrays = {**arrays, **frozen}
+                content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
         clipped, norm = clip_update(arrays, reference, self.update_bound)
         self.last_norms[pid] = norm
         self.recorder.client_metrics(server_round, pid, {M.UPDATE_NORM: norm})

@@ -26,13 +26,18 @@ from bouquet.privacy.budget import PrivacyRun
 from bouquet.strategies.rounds import bouquet_layer
 
 
+def _trained(array: np.ndarray) -> bool:
+    """Float arrays are trained and released with noise; integer counters stay the global's."""
+    return np.issubdtype(array.dtype, np.floating)
+
+
 class UserLevelSampling(DifferentialPrivacyClientSideFixedClipping):
     def __init__(self, strategy, privacy: PrivacyRun) -> None:
         p = privacy.plan
         super().__init__(strategy, p.noise_multiplier, p.clip, num_sampled_clients=1)
         self.privacy = privacy
         self.hooks = bouquet_layer(strategy)
-        self.hooks.gate.update_bound = p.clip  # enforced on the server, whatever the client did
+        self.hooks.gate.freeze_integer = True  # counters (e.g. BatchNorm's) keep the global value
         self._global: ArrayRecord | None = None
         self._round = 0
 
@@ -42,7 +47,10 @@ class UserLevelSampling(DifferentialPrivacyClientSideFixedClipping):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.privacy.check_next(server_round)
         self._global, self._round = arrays, server_round
-        config["dp-k"] = self.privacy.plan.k
+        p = self.privacy.plan  # the mechanism in force (a resumed run's comes from its checkpoint)
+        self.noise_multiplier, self.clipping_norm = p.noise_multiplier, p.clip
+        self.hooks.gate.update_bound = min(p.clip, self.hooks.cfg.max_update_norm or p.clip)  # enforced here too
+        config["dp-k"] = p.k
         nodes = list(grid.get_node_ids())
         cohort = self.privacy.random.poisson_sample(nodes, self.privacy.plan.sampling_rate, server_round)
         self.hooks.global_arrays = arrays  # the reference replies are checked against
@@ -70,15 +78,16 @@ class UserLevelSampling(DifferentialPrivacyClientSideFixedClipping):
             out = {k: g[k].numpy().astype(np.float64)
                    + self.privacy.noise(g[k].numpy().shape, p.noise_std, server_round, k) for k in g.keys()}
         self.privacy.spend(server_round)
-        released = ArrayRecord({k: Array(np.ascontiguousarray(v.astype(g[k].numpy().dtype))) for k, v in out.items()})
+        released = ArrayRecord({k: Array(np.ascontiguousarray(
+            v.astype(g[k].numpy().dtype) if _trained(g[k].numpy()) else g[k].numpy())) for k, v in out.items()})
         return released, metrics
 
     def _add_noise_to_aggregated_arrays(self, aggregated_arrays: ArrayRecord) -> ArrayRecord:
         """Flower's noise step (std σC/m on the mean), drawn from the run's DP randomness."""
         std = self.noise_multiplier * self.clipping_norm / self.num_sampled_clients
         return ArrayRecord({k: Array(np.ascontiguousarray(
-            (v.numpy().astype(np.float64) + self.privacy.noise(v.numpy().shape, std, self._round, k)).astype(v.numpy().dtype)))
-            for k, v in aggregated_arrays.items()})
+            (v.numpy().astype(np.float64) + self.privacy.noise(v.numpy().shape, std, self._round, k)).astype(v.numpy().dtype)
+            if _trained(v.numpy()) else v.numpy())) for k, v in aggregated_arrays.items()})
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return self.privacy.state_arrays()

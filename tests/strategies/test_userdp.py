@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
@@ -34,7 +34,7 @@ DIM = 4
 
 def _uls(tmp_path, sigma, clip, q, users=10, budget=math.inf, **cfg):
     inner, recorder = make_strategy(FedAvgStrategy, tmp_path, dict(list(NODES.items())[:users]),
-                                    **{"dp": "uls", **cfg})
+                                    **{"method": "fedavg", "dataset": "digits", "partitioner": "iid", "dp": "uls", **cfg})
     inner.max_examples = {i: 100.0 for i in range(users)}
     plan = PrivacyPlan("uls", sigma, clip, q, 1e-5, 64, users, q * users, budget)
     return UserLevelSampling(inner, PrivacyRun(plan, inner.cfg, recorder)), inner, recorder
@@ -158,6 +158,7 @@ def test_flowers_accounted_dp_wrapper_accepts_a_bouquet_fedavg(tmp_path):
     ({"method": "fedavg", "dp": "els"}, "method='els'"),
     ({"method": "fedpub", "dataset": "cora", "dp": "uls"}, "fedpub"),
     ({"method": "local", "dp": "uls"}, "no model update"),
+    ({"method": "fedlog", "dataset": "cora", "partitioner": "louvain", "dp": "uls"}, "synthetic nodes"),
     ({"method": "fedavg", "dp": "uls", "aggregator": "median"}, "aggregator"),
     ({"method": "fedavg", "dp": "uls", "min-replies": 2}, "min-replies"),
     ({"method": "uls", "fraction-train": 0.5}, "fraction-train"),
@@ -167,3 +168,48 @@ def test_flowers_accounted_dp_wrapper_accepts_a_bouquet_fedavg(tmp_path):
 def test_settings_that_would_void_the_guarantee_fail_naming_the_key(config, named):
     with pytest.raises(ConfigError, match=named):
         RunConfig.from_run_config({"dataset": "digits", "partitioner": "iid", **config})
+
+
+def test_a_resumed_run_adds_the_noise_it_accounts(tmp_path):
+    """The mechanism comes back from the checkpoint: the noise drawn is the σ accounted, not the
+    σ a re-calibration for the new round count would give."""
+    first, _, _ = _uls(tmp_path / "a", sigma=2.0, clip=0.5, q=0.5)
+    saved = first.state_arrays()
+    resumed, _, _ = _uls(tmp_path / "b", sigma=0.3, clip=0.5, q=0.5)
+    resumed.load_state_arrays(saved)
+    size = 200_000
+    g = global_arrays(w=np.zeros(size))
+    _start_round(resumed, 1, g)
+    arrays, _ = train_round(resumed, 1, [_update(10 + i, np.zeros(size)) for i in range(3)], reference=g)
+    assert np.std(arrays["w"].numpy()) == pytest.approx(2.0 * 0.5 / 5, rel=0.01)
+
+
+def test_a_release_after_the_last_checkpoint_is_counted_on_resume(tmp_path):
+    strategy, _, recorder = _uls(tmp_path, sigma=1.0, clip=1.0, q=0.5)
+    g = global_arrays(w=np.zeros(DIM))
+    _start_round(strategy, 1, g)
+    train_round(strategy, 1, [_update(10, [0.1, 0, 0, 0])], reference=g)
+    checkpointed = strategy.state_arrays()  # after round 1
+    _start_round(strategy, 2, g)
+    train_round(strategy, 2, [_update(10, [0.1, 0, 0, 0])], reference=g)  # released; killed before its checkpoint
+    again = UserLevelSampling(strategy.strategy, PrivacyRun(strategy.privacy.plan, strategy.hooks.cfg, recorder))
+    again.load_state_arrays(checkpointed)
+    assert again.privacy.releases == 2 and again.privacy.epsilon == pytest.approx(strategy.privacy.epsilon)
+
+
+def test_integer_arrays_keep_the_global_value_under_dp(tmp_path):
+    strategy, _, _ = _uls(tmp_path, sigma=1.0, clip=1.0, q=1.0, users=2)
+    g = ArrayRecord({"w": Array(np.zeros(DIM, np.float32)), "count": Array(np.array([5], np.int64))})
+    _start_round(strategy, 1, g)
+    forged = reply(10, None, {"num-examples": 5})
+    forged.content["arrays"] = ArrayRecord({"w": Array(np.zeros(DIM, np.float32)), "count": Array(np.array([10**9], np.int64))})
+    arrays, _ = train_round(strategy, 1, [forged], reference=g)
+    assert arrays["count"].numpy().tolist() == [5]
+
+
+def test_dp_delta_must_be_below_one_over_users():
+    cfg = RunConfig.from_run_config({"method": "fedavg", "dataset": "digits", "partitioner": "iid", "dp": "uls",
+                                     "dp-delta": 0.3})
+    cfg.check_federation(3)  # 0.3 < 1/3
+    with pytest.raises(ConfigError, match="dp-delta"):
+        cfg.check_federation(4)
