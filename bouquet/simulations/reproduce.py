@@ -336,6 +336,8 @@ def mean_std(values: list[float], scale: float = 100.0) -> str:
     values = [v for v in values if v is not None and v == v]
     if not values:
         return "–"
+    if any(math.isinf(v) for v in values):  # e.g. ε without noise: no mean or spread to show
+        return "∞" if all(v == math.inf for v in values) else "mixed ∞"
     fmt = (lambda v: f"{scale * v:.1f}") if scale == 100.0 else (lambda v: f"{scale * v:.3g}")
     if len(values) == 1:
         return fmt(values[0])
