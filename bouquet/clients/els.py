@@ -35,7 +35,7 @@ def clipped_gradient_sum(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
         scale = min(1.0, clip / max(float(norm), 1e-12))
         for k, g in grads.items():
             total[k] += scale * g
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return total, float(np.mean(losses)) if losses else float("nan")
 
 

@@ -160,7 +160,7 @@ PRESETS["userdp"] = Preset(
                    # the same sampling, bound and clipping without noise: what the privacy costs
                    "uls-nonprivate": {**_ULS, "dp-noise-multiplier": 0.0},
                    "els-nonprivate": {**_ELS, "dp-noise-multiplier": 0.0}},
-    headline=("The headline and only table: the final global model's loss on held-out users (speakers no client "
+    headline=("This is the headline table, and the only one of this preset: the final global model's loss on held-out users (speakers no client "
               "holds) after the same number of rounds and the same expected examples per round for ELS and ULS; "
               "delta = 1/users^2."),
     extra_report="bouquet.simulations.userdp:report",
