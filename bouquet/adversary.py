@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from bouquet.records import to_record
 
 ENV = "BOUQUET_ADVERSARY"
 
@@ -36,7 +38,7 @@ def _arrays(content: RecordDict) -> dict[str, np.ndarray]:
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    return to_record(arrays)
 
 
 def corrupt(content: RecordDict, partition_id: int, spec: str | None = None) -> RecordDict:

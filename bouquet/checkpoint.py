@@ -72,6 +72,10 @@ def load(run_dir: Path) -> Checkpoint:
 
 
 def config_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Run-config keys whose values differ, ignoring those a resume may change."""
+    """Run-config keys whose values differ, ignoring those a resume may change. A key the
+    checkpoint does not name (written before the key existed) counts as its default."""
+    from bouquet.config import RunConfig  # noqa: PLC0415
+
+    defaults = RunConfig().to_run_config()
     keys = (set(saved) | set(now)) - RESUMABLE_DIFFERENCES
-    return sorted(k for k in keys if saved.get(k) != now.get(k))
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))

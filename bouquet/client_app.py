@@ -3,9 +3,8 @@ client logic (``bouquet.clients``), which never sees Flower types."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
@@ -15,6 +14,7 @@ from bouquet.clients.base import Arrays, ClientCall, ClientReply
 from bouquet.config import RunConfig
 from bouquet.federation import NUM_PARTITIONS
 from bouquet.metrics import PARTITION_ID, track_forgetting
+from bouquet.records import to_record
 from bouquet.registry import get_method
 from bouquet.results import output_root
 
@@ -33,12 +33,20 @@ def _to_numpy(record: ArrayRecord | None) -> Arrays:
     return {} if record is None else {k: v.numpy() for k, v in record.items()}
 
 
-def _to_record(arrays: Arrays) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-
-
 def _identity(context: Context) -> tuple[int, int]:
     return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+
+
+def _node_arch(context: Context) -> int:
+    """Node-config ``model-arch``: the architecture id this site trains (heterogeneous models)."""
+    value = context.node_config.get("model-arch", -1)
+    try:
+        arch = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"node-config model-arch={value!r} must be an architecture id 0..9") from None
+    if arch != -1 and not 0 <= arch <= 9:
+        raise ValueError(f"node-config model-arch={value!r} must be an architecture id 0..9")
+    return arch
 
 
 def _data_path(context: Context) -> str:
@@ -65,7 +73,7 @@ def _restore(context: Context, cid: int, config: dict, where) -> None:
         return
     found = client_state.load(where, resumed_after)
     for part, arrays in (found[1] if found else {}).items():
-        context.state[state_key(cid, part)] = _to_record(arrays)
+        context.state[state_key(cid, part)] = to_record(arrays)
     context.state[marker] = ConfigRecord({"round": found[0] if found else 0})
 
 
@@ -85,23 +93,24 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
         state=_to_numpy(context.state.get(state_key(cid))),
         extras={k: _to_numpy(v) for k, v in msg.content.array_records.items() if k != "arrays"},
         data_path=_data_path(context),
+        node_arch=_node_arch(context),
     )
     logic = get_method(cfg.method).client()
     reply: ClientReply = logic.train(call) if step == "train" else logic.evaluate(call)
     if reply.state:
-        context.state[state_key(cid)] = _to_record(reply.state)
+        context.state[state_key(cid)] = to_record(reply.state)
     memory_key = state_key(cid, "forgetting")
     scores, memory = track_forgetting(step, call.server_round, reply.metrics, _to_numpy(context.state.get(memory_key)))
-    context.state[memory_key] = _to_record(memory)
+    context.state[memory_key] = to_record(memory)
     if where is not None:
         client_state.save(where, call.server_round,
                           {part: _to_numpy(context.state.get(state_key(cid, part))) for part in PARTS})
     metrics = MetricRecord({**scores, PARTITION_ID: cid})
     content = RecordDict({"metrics": metrics})
     if step == "train":
-        content["arrays"] = _to_record(reply.arrays)
+        content["arrays"] = to_record(reply.arrays)
     for name, arrays in reply.extras.items():
-        content[name] = _to_record(arrays)
+        content[name] = to_record(arrays)
     if step == "train":
         content = adversary.corrupt(content, cid)  # unchanged unless BOUQUET_ADVERSARY targets cid
     return Message(content, reply_to=msg)

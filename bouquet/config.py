@@ -91,6 +91,16 @@ class RunConfig:
     fedntd_beta: float = field(default=1.0, metadata=_range(0.0))
     # Ditto (Li et al., ICML 2021): personal model pulled toward the global one
     ditto_lambda: float = field(default=0.1, metadata=_range(0.0))
+    # Heterogeneous client models (GeFL, Kang et al., arXiv 2412.18460, and its baselines)
+    model_archs: str = field(default="paper", metadata={"choices": ("paper", "cycle", *map(str, range(10)))})
+    data_fraction: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))  # of each training split
+    gefl_generator: str = field(default="cvae", metadata={"choices": ("cvae", "dcgan")})
+    gefl_gen_rounds: int = field(default=100, metadata=_range(1))  # T_KA: federated generator rounds
+    gefl_gen_epochs: int = field(default=5, metadata=_range(1))  # T_g: local generator epochs a round
+    gefl_gen_width: int = field(default=8, metadata=_range(1))  # generator channels = the paper's / this
+    gefl_fe_rounds: int = field(default=20, metadata=_range(0))  # GeFL-F: first-block warm-up rounds
+    gefl_syn_epochs: int = field(default=1, metadata=_range(0))  # T_s: epochs on generated samples
+    gefl_released: bool = False  # the released code's input-range mismatch and unsquared FedProx term
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
@@ -130,6 +140,7 @@ class RunConfig:
         if self.trim_fraction >= 0.5:
             raise ConfigError(f"trim-fraction={self.trim_fraction!r} is out of range; allowed: [0, 0.5)")
         self._validate_dp(METHODS)
+        self._validate_gefl()
         allowed = METHODS[self.method].datasets
         if self.dataset not in allowed:
             raise ConfigError(
@@ -161,6 +172,13 @@ class RunConfig:
         if self.fraction_train != 1.0:
             raise ConfigError(f"fraction-train={self.fraction_train:g} with dp={self.dp_mode!r}: users (uls) or "
                               "examples (els) are Poisson-sampled at dp-sampling-rate; leave fraction-train at 1")
+
+    def _validate_gefl(self) -> None:
+        before = {"gefl": self.gefl_gen_rounds, "gefl-f": self.gefl_fe_rounds + self.gefl_gen_rounds}.get(self.method, 0)
+        if before and self.num_server_rounds <= before:
+            raise ConfigError(
+                f"num-server-rounds={self.num_server_rounds} leaves no target-training round for method={self.method!r}: "
+                f"it first runs {before} round(s) (gefl-fe-rounds for gefl-f + gefl-gen-rounds); use more rounds")
 
     def check_federation(self, num_clients: int) -> None:
         """Settings that depend on the federation size, checked before round 1 (server and CLI):

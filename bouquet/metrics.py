@@ -36,11 +36,15 @@ GLOBAL_NFR = f"{NFR}:{GLOBAL_GLOBAL}"
 LOCAL_NFR = f"{NFR}:local_model@{LOCAL_TEST}"
 GLOBAL_LOSS = "global_loss"  # cross-entropy of the global model (text: held-out users)
 GLOBAL_PERPLEXITY = "global_perplexity"  # exp(loss), for the character model
+# heterogeneous models: GeFL's reported number, the mean over architectures of each one's best
+# global-test accuracy at the authors' checkpoint rounds (a max over the test set, labelled so)
+BEST_CHECKPOINT = f"best-checkpoint:{GLOBAL_GLOBAL}"
 UPDATE_NORM = "update_norm"  # ‖client arrays − global arrays‖₂, computed by the server
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key; the client's train (or test) size
 PARTITION_ID = "partition-id"
+MODEL_ARCH = "model-arch"  # heterogeneous models: the architecture id a client trained
 
-NOT_AVERAGED = frozenset({NUM_EXAMPLES, PARTITION_ID})
+NOT_AVERAGED = frozenset({NUM_EXAMPLES, PARTITION_ID, MODEL_ARCH})
 UNWEIGHTED = frozenset({BWT})  # averaged over clients, not over their samples
 
 

@@ -62,7 +62,24 @@ def _fedpub_model(cfg: RunConfig, data) -> nn.Module:
     return _load("bouquet.clients.fedpub:MaskedGCN")(data.x.shape[1], data.num_classes, cfg.fedpub_l1)
 
 
+def _hetero_model(cfg: RunConfig, data) -> nn.Module:
+    """Every architecture of GeFL's ten (+ the generator for gefl / gefl-f) in one bundle."""
+    from bouquet.models.generators import build_generator  # noqa: PLC0415
+    from bouquet.models.hetero import NUM_ARCHS, HeteroBundle, build_arch  # noqa: PLC0415
+
+    channels = data.input_shape[0]
+    archs = [build_arch(m, cfg.dataset, channels, data.num_classes) for m in range(NUM_ARCHS)]
+    latent = 50 if cfg.dataset == "cifar10" else 16  # the authors' latent sizes
+    gen = None
+    if cfg.method == "gefl":
+        gen = build_generator(cfg.gefl_generator, channels, 32, cfg.gefl_gen_width, latent)
+    elif cfg.method == "gefl-f":  # on the shared first block's output (3×16×16; CIFAR 10×16×16)
+        gen = build_generator(cfg.gefl_generator, archs[0].fe.out_channels, 16, cfg.gefl_gen_width, latent)
+    return HeteroBundle(archs, gen)
+
+
 S, C = "bouquet.strategies.", "bouquet.clients."
+HETERO_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 METHODS: dict[str, Method] = {
     "fedavg": Method(S + "fedavg:FedAvgStrategy", C + "fedavg:FedAvgClient", "FedAvg (McMahan et al., 2017)"),
     "fedprox": Method(S + "fedprox:FedProxStrategy", C + "fedprox:FedProxClient",
@@ -91,6 +108,18 @@ METHODS: dict[str, Method] = {
     "els": Method(S + "els:ELSStrategy", C + "els:ELSClient",
                   "DP-SGD-ELS (Chua et al., 2024): example-level sampling, per-example clipping, user-level DP",
                   datasets=tuple(d for d in DATASETS if d not in GRAPH_DATASETS)),
+    # heterogeneous client models: GeFL (Kang et al., arXiv 2412.18460) and its baselines; one
+    # strategy and one client serve them all (the method name selects the phases, strategies/gefl.py)
+    **{name: Method(S + "gefl:GeFLStrategy", C + "gefl:GeFLClient", summary, model=_hetero_model,
+                    datasets=HETERO_DATASETS, dp_ok_reason="heterogeneous-model methods are not analysed under DP")
+       for name, summary in (
+           ("gefl", "GeFL (Kang et al., 2024): a federated conditional generator aids clients of 10 architectures"),
+           ("gefl-f", "GeFL-F (Kang et al., 2024): a federated feature generator after a shared, frozen first block"),
+           ("hetero-fedavg", "FedAvg within each architecture (GeFL's baseline)"),
+           ("hetero-fedprox", "FedProx within each architecture, mu = proximal-mu (GeFL's baseline)"),
+           ("lg-fedavg", "LG-FedAvg: the shared first block averaged over all clients, the rest per architecture"),
+           ("avgkd", "AvgKD across architectures: soft labels from every other architecture's global model"),
+           ("hetero-local", "each client's architecture trained alone on its data, never averaged"))},
 }
 
 

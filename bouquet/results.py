@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ("round", "partition_id", "metric", "value")
 FLIPS = (M.NFR, M.PFR)
+HETERO_METHODS = ("gefl", "gefl-f", "hetero-fedavg", "hetero-fedprox", "lg-fedavg", "avgkd", "hetero-local")
 
 
 def headline_metrics(method: str, dataset: str) -> tuple[tuple[str, str], ...]:
@@ -49,6 +50,8 @@ def headline_metrics(method: str, dataset: str) -> tuple[tuple[str, str], ...]:
     if dataset in GRAPH_DATASETS:
         acc = tuple((label, M.name("local_model", data)) for label, data in (
             ("seen", M.LOCAL_TEST), ("unseen", M.UNSEEN_NODE), ("missing", M.MISSING_CLASS), ("new", M.NEW_CLIENT)))
+    elif method in HETERO_METHODS:  # mean over architectures: last round, and the paper's best checkpoint
+        return (("mean", M.GLOBAL_GLOBAL), ("paper", M.BEST_CHECKPOINT), ("loss", M.TRAIN_LOSS))
     elif dataset == "tinyshakespeare" and method in ("uls", "els"):
         return (("loss", M.GLOBAL_LOSS), ("ppl", M.GLOBAL_PERPLEXITY), ("acc", M.GLOBAL_GLOBAL), ("eps", "dp-epsilon-spent"))
     else:

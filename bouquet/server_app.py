@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
@@ -24,6 +24,8 @@ from bouquet.datasets import (GRAPH_DATASETS, DataFileError, DataSpec, check_spe
                               global_test_is_users_data,
                               load_dataset, new_client_graph)
 from bouquet.federation import ClientDirectory, discover_clients
+from bouquet.models.hetero import HeteroBundle
+from bouquet.records import to_record
 from bouquet.registry import get_method
 from bouquet.strategies import RunFailed, Stop, run_rounds
 from bouquet.strategies.compose import build_strategy
@@ -59,12 +61,34 @@ class ServerEvaluator:
             scores[M.stat(M.NFR, key)], scores[M.stat(M.PFR, key)] = M.flip_rates(self.previous[key], correct)
         self.previous[key] = correct
 
+    def _score_bundle(self, scores: dict[str, float], bundle: HeteroBundle, server_round: int) -> None:
+        """Heterogeneous models: each architecture on the global test set, their mean (the
+        last-round number, which selects nothing on the test set), and the paper's number:
+        the mean over architectures of each one's best accuracy at the authors' checkpoint
+        rounds (``bouquet.strategies.gefl.checkpoint_round``), an optimistic max kept as such."""
+        from bouquet.strategies.gefl import checkpoint_round  # noqa: PLC0415
+
+        x, y = self.test
+        accs = np.zeros(bundle.num_archs)
+        for m in range(bundle.num_archs):
+            with torch.no_grad():
+                accs[m] = float((predict_arrays(bundle.arch(m), x).argmax(1).numpy() == y).mean())
+            scores[M.name(f"arch{m}", "global_test")] = float(accs[m])
+        scores[M.GLOBAL_GLOBAL] = float(accs.mean())
+        if server_round > 0 and checkpoint_round(self.cfg, server_round):
+            best = np.maximum(self.previous.get(M.BEST_CHECKPOINT, accs), accs)
+            self.previous[M.BEST_CHECKPOINT] = best
+        if M.BEST_CHECKPOINT in self.previous:
+            scores[M.BEST_CHECKPOINT] = float(self.previous[M.BEST_CHECKPOINT].mean())
+
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         seconds = self.recorder.round_finished(server_round) if server_round > 0 else 0.0
         scores: dict[str, float] = {}
         if self.scores_global:
             model = arrays_to_model(self.make_model(), {k: v.numpy() for k, v in arrays.items()})
-            if self.test is not None:
+            if self.test is not None and isinstance(model, HeteroBundle):
+                self._score_bundle(scores, model, server_round)
+            elif self.test is not None:
                 x, y = self.test
                 with torch.no_grad():
                     logits = predict_arrays(model, x)
@@ -136,7 +160,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     else:
         recorder = RunRecorder(Path(cfg.resume_from), meta, resume_after=ckpt.round)
         recorder.rejections = list(ckpt.rejections)
-        initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in ckpt.arrays.items()})
+        initial = to_record(ckpt.arrays)
         log(INFO, "[bouquet] resuming %s after round %d", recorder.run_dir, ckpt.round)
     log(INFO, "[bouquet] %s; results in %s", method.summary, recorder.run_dir)
     try:  # the clients' own seeded split, from labels the server already loaded (cached)

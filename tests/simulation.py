@@ -18,13 +18,17 @@ from bouquet import client_app as ca
 from bouquet import server_app as sa
 
 
-def _with_config(context: Context, config: dict) -> Context:
-    return Context(run_id=context.run_id, node_id=context.node_id, node_config=context.node_config,
+def _with_config(context: Context, config: dict, node_extra=None) -> Context:
+    node_config = dict(context.node_config)
+    if node_extra is not None and "partition-id" in node_config:
+        node_config.update(node_extra(int(node_config["partition-id"])))
+    return Context(run_id=context.run_id, node_id=context.node_id, node_config=node_config,
                    state=context.state, run_config={**config, **context.run_config})
 
 
-def simulate(out_dir: Path, num_clients: int, **overrides) -> dict:
-    """One simulated run; returns its summary.json (with ``run_dir`` added)."""
+def simulate(out_dir: Path, num_clients: int, node_config=None, **overrides) -> dict:
+    """One simulated run; returns its summary.json (with ``run_dir`` added). ``node_config``:
+    partition id -> extra node-config entries (a site's own settings, e.g. ``model-arch``)."""
     config = {"output-dir": str(out_dir), **overrides}
     server = ServerApp()
 
@@ -36,15 +40,15 @@ def simulate(out_dir: Path, num_clients: int, **overrides) -> dict:
 
     @client.query()
     def _query(msg, context):
-        return ca.query(msg, _with_config(context, config))
+        return ca.query(msg, _with_config(context, config, node_config))
 
     @client.train()
     def _train(msg, context):
-        return ca.train(msg, _with_config(context, config))
+        return ca.train(msg, _with_config(context, config, node_config))
 
     @client.evaluate()
     def _evaluate(msg, context):
-        return ca.evaluate(msg, _with_config(context, config))
+        return ca.evaluate(msg, _with_config(context, config, node_config))
 
     before = set(out_dir.glob("*/summary.json")) if out_dir.exists() else set()
     run_simulation(server_app=server, client_app=client, num_supernodes=num_clients,

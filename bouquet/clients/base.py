@@ -49,6 +49,8 @@ class ClientCall:
     extras: dict[str, Arrays] = field(default_factory=dict)  # other ArrayRecords the server sent
     # node-config ``data-path``: a site's exported partition; then the full dataset is never read
     data_path: str = ""
+    # node-config ``model-arch``: the architecture this site runs (heterogeneous-model methods); -1 = the run's rule
+    node_arch: int = -1
 
     @cached_property
     def exported(self) -> ExportedPartition:
@@ -58,6 +60,13 @@ class ClientCall:
     @cached_property
     def data(self) -> ArrayClientData | GraphClientData:
         data = self.exported.data if self.data_path else client_data(data_spec(self.run, self.num_partitions), self.cid)
+        if self.run.data_fraction < 1.0 and isinstance(data, ArrayClientData):
+            # GeFL's protocol: each client keeps a seeded share of its training split (600 of
+            # MNIST's 6000 with 10 clients); the local test split is untouched
+            n = len(data.y_train)
+            keep = bounded_indices(n, max(int(n * self.run.data_fraction), 1), derive_seed(self.run.seed, "data-fraction", self.cid))
+            data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
+                                       train_indices=data.train_indices[keep])
         k = int(self.config.get("dp-k", 0))
         if k and isinstance(data, ArrayClientData) and len(data.y_train) > k:
             # user-level DP's contribution bound: a seeded random k of this user's training examples

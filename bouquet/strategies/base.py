@@ -66,6 +66,10 @@ class BouquetStrategy:
         """Method-specific checks of a train reply's other records (None = sound)."""
         return None
 
+    def partition_problem(self, pid: int, content: RecordDict) -> str | None:
+        """Checks of a train reply that depend on who sent it (None = sound)."""
+        return None
+
     def rules(self, pid: int, phase: str) -> ReplyRules:
         """What partition ``pid``'s reply may carry in ``phase`` (evaluate replies: metrics
         only, averaged by num-examples)."""

@@ -16,6 +16,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from bouquet import metrics as M
 from bouquet.privacy.budget import PrivacyRun
+from bouquet.records import contiguous
 from bouquet.strategies.base import BouquetStrategy, aggregate_metric_records
 
 SAMPLED = "els-sampled"  # examples the client's Poisson draw took this round
@@ -57,11 +58,11 @@ class ELSStrategy(BouquetStrategy, FedAvg):
         for key in g.keys():
             base = g[key].numpy()
             if not np.issubdtype(base.dtype, np.floating):
-                out[key] = Array(np.ascontiguousarray(base))  # counters are not trained
+                out[key] = Array(contiguous(base))  # counters are not trained
                 continue
             total = sum((m.content["arrays"][key].numpy().astype(np.float64) for m in replies), np.zeros(base.shape))
             noisy = total + self.privacy.noise(base.shape, p.noise_multiplier * p.clip, server_round, key)
-            out[key] = Array(np.ascontiguousarray((base - lr * noisy / p.denominator).astype(base.dtype)))
+            out[key] = Array(contiguous((base - lr * noisy / p.denominator).astype(base.dtype)))
         self.privacy.spend(server_round)
         contents = [m.content for m in replies]
         return out, (aggregate_metric_records(contents, M.NUM_EXAMPLES) if contents else None)

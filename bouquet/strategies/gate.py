@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
 from bouquet import metrics as M
 from bouquet.federation import ClientDirectory
+from bouquet.records import to_record
 from bouquet.strategies.replies import clip_update, reply_problem
 
 
@@ -117,7 +118,7 @@ class ReplyGate:
         problem = reply_problem(content, reference, self.hooks.rules(pid, phase))
         if problem is None and phase == "train":
             try:
-                problem = self.hooks.extra_problem(content)
+                problem = self.hooks.extra_problem(content) or self.hooks.partition_problem(pid, content)
             except Exception as exc:  # noqa: BLE001 (a forged record must not crash the round)
                 problem = f"malformed reply ({type(exc).__name__}: {exc})"
         return problem
@@ -133,14 +134,14 @@ class ReplyGate:
             frozen = {k: reference[k] for k, v in arrays.items() if not np.issubdtype(v.dtype, np.floating)}
             if any(not np.array_equal(arrays[k], v) for k, v in frozen.items()):
                 arrays = {**arrays, **frozen}
-                content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+                content["arrays"] = to_record(arrays)
         clipped, norm = clip_update(arrays, reference, self.update_bound)
         self.last_norms[pid] = norm
         self.recorder.client_metrics(server_round, pid, {M.UPDATE_NORM: norm})
         if clipped is not arrays:
             log(INFO, "round %d: update of partition %d clipped from norm %.4g to %g",
                 server_round, pid, norm, self.update_bound)
-            content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in clipped.items()})
+            content["arrays"] = to_record(clipped)
 
     def run_problem(self) -> str | None:
         """Why the finished run did not do its job, or None: no round updated the model, or

@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
 from bouquet import metrics as M
+from bouquet.records import contiguous
 
 MAX_METRICS = 256  # a reply with more metric keys is refused (oversized)
 
@@ -128,5 +129,5 @@ def robust_aggregate(records: list[ArrayRecord], aggregator: str, trim_fraction:
     out = ArrayRecord()
     for key in records[0].keys():
         stacked = np.stack([r[key].numpy() for r in records])
-        out[key] = Array(np.ascontiguousarray(robust_mean(stacked, aggregator, trim_fraction).astype(stacked.dtype)))
+        out[key] = Array(contiguous(robust_mean(stacked, aggregator, trim_fraction).astype(stacked.dtype)))
     return out

@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
 
 from bouquet.privacy.budget import PrivacyRun
+from bouquet.records import contiguous
 from bouquet.strategies.rounds import bouquet_layer
 
 
@@ -78,14 +79,14 @@ class UserLevelSampling(DifferentialPrivacyClientSideFixedClipping):
             out = {k: g[k].numpy().astype(np.float64)
                    + self.privacy.noise(g[k].numpy().shape, p.noise_std, server_round, k) for k in g.keys()}
         self.privacy.spend(server_round)
-        released = ArrayRecord({k: Array(np.ascontiguousarray(
+        released = ArrayRecord({k: Array(contiguous(
             v.astype(g[k].numpy().dtype) if _trained(g[k].numpy()) else g[k].numpy())) for k, v in out.items()})
         return released, metrics
 
     def _add_noise_to_aggregated_arrays(self, aggregated_arrays: ArrayRecord) -> ArrayRecord:
         """Flower's noise step (std σC/m on the mean), drawn from the run's DP randomness."""
         std = self.noise_multiplier * self.clipping_norm / self.num_sampled_clients
-        return ArrayRecord({k: Array(np.ascontiguousarray(
+        return ArrayRecord({k: Array(contiguous(
             (v.numpy().astype(np.float64) + self.privacy.noise(v.numpy().shape, std, self._round, k)).astype(v.numpy().dtype)
             if _trained(v.numpy()) else v.numpy())) for k, v in aggregated_arrays.items()})
 
