@@ -96,7 +96,7 @@ def test_cited_hooks_and_prefixes():
     assert FedAvgStrategy.aggregate_train is FedAvg.aggregate_train  # what Flower's accounted DP wrappers require
     assert callable(ModelInfo.stub)
     assert [f.name for f in dataclasses.fields(ClientCall)] == [
-        "cid", "num_partitions", "server_round", "run", "arrays", "config", "state", "extras", "data_path"]
+        "cid", "num_partitions", "server_round", "run", "arrays", "config", "state", "extras", "data_path", "node_arch"]
 
 
 def test_excerpts_are_verbatim():

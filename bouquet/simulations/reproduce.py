@@ -165,12 +165,60 @@ PRESETS["userdp"] = Preset(
               "delta = 1/users^2."),
     extra_report="bouquet.simulations.userdp:report",
 )
+# GeFL (Kang et al., arXiv 2412.18460): 10 architectures, IID shards of the paper's sizes (data-fraction
+# keeps 600 of each MNIST/FMNIST client's 4800 training images with 10 clients, 120 with 50, 60 with 100;
+# CIFAR-10 2500 of 4000), SGD lr 0.1, 5 local epochs, the best-checkpoint number AND the last round.
+# Scaled for 2 cores: generators at 1/8 width (gefl-gen-width 8), T_KA = 30 generator rounds instead of
+# 100, T_TN = 30 target rounds instead of the code's 50; GeFL-F: T_FE = 10 warm-up rounds instead of 20.
+GEFL_ROUNDS = {"fe": 10, "gen": 30, "target": 30}
+
+
+def gefl_methods(fe: int, gen: int, target: int) -> dict[str, dict[str, Any]]:
+    """Each GeFL variant's run config for the given phase lengths; baselines get ``target`` rounds."""
+    base = {"num-server-rounds": target}
+    out: dict[str, dict[str, Any]] = {m: dict(base) for m in ("hetero-fedavg", "hetero-fedprox", "lg-fedavg", "avgkd",
+                                                               "hetero-local")}
+    out["hetero-fedprox-released"] = {**base, "method": "hetero-fedprox", "gefl-released": True}
+    for g in ("cvae", "dcgan"):
+        image = {"method": "gefl", "gefl-generator": g, "gefl-gen-rounds": gen, "num-server-rounds": gen + target}
+        out[f"gefl-{g}"] = image
+        out[f"gefl-{g}-released"] = {**image, "gefl-released": True}
+        out[f"gefl-f-{g}"] = {"method": "gefl-f", "gefl-generator": g, "gefl-gen-rounds": gen, "gefl-fe-rounds": fe,
+                              "num-server-rounds": fe + gen + target}
+    return out
+
+
+_GEFL_DATA = {f"{short}-{k}": {"dataset": name, "partitioner": "iid", "num-supernodes": k, "data-fraction": 0.125}
+              for short, name in (("fmnist", "fashion-mnist"), ("mnist", "mnist")) for k in (10, 50, 100)}
+_GEFL_DATA["cifar10-10"] = {"dataset": "cifar10", "partitioner": "iid", "num-supernodes": 10, "data-fraction": 0.625,
+                            "batch-size": 128}
+PRESETS["gefl"] = Preset(
+    methods=("hetero-fedavg", "hetero-fedprox", "hetero-fedprox-released", "lg-fedavg", "avgkd", "hetero-local",
+             "gefl-cvae", "gefl-dcgan", "gefl-cvae-released", "gefl-dcgan-released", "gefl-f-cvae", "gefl-f-dcgan"),
+    datasets=("fmnist-10", "mnist-10", "fmnist-50", "fmnist-100", "mnist-50", "mnist-100", "cifar10-10"),
+    clients=(10,),
+    seeds=3,
+    settings=(("Paper: best checkpoint", M.BEST_CHECKPOINT), ("Last round", M.GLOBAL_GLOBAL)),
+    select_by=None,
+    run_config={"learning-rate": 0.1, "local-epochs": 5, "batch-size": 64, "fraction-evaluate": 0.0,
+                "proximal-mu": 0.01, "gefl-gen-epochs": 5, "gefl-gen-width": 8},
+    method_config=gefl_methods(**GEFL_ROUNDS),
+    dataset_config=_GEFL_DATA,
+    headline=("This is the headline table: the paper's own number (per architecture the best global-test accuracy "
+              "at target rounds 1, 10, 20, ... and the last, then the mean over the 10 architectures) beside the "
+              "last round's mean, which selects nothing on the test set."),
+    extra_report="bouquet.simulations.gefl:report",
+)
 QUICK = {"fedlog": {"datasets": ("cora",), "clients": (3,), "seeds": 1, "rounds": 20,
                    "methods": ("fedlog", "fedpub", "fedavg", "fedprox", "local")},  # about 3 minutes
          "fedkper": {"datasets": ("heart-disease",), "clients": (4,), "seeds": 1, "rounds": 30,
                      "methods": PRESETS["fedkper"].methods},
          "userdp": {"datasets": ("shakespeare-92",), "clients": (92,), "seeds": 1, "rounds": 10,  # about 4 minutes
-                    "methods": ("uls-eps1", "uls-eps16", "els-eps1", "els-eps16", "uls-nonprivate", "els-nonprivate")}}
+                    "methods": ("uls-eps1", "uls-eps16", "els-eps1", "els-eps16", "uls-nonprivate", "els-nonprivate")},
+         # phase lengths per method (no single round override): 10 generator + 10 target rounds
+         "gefl": {"datasets": ("fmnist-10",), "clients": (10,), "seeds": 1, "rounds": None,
+                  "methods": ("hetero-fedavg", "gefl-cvae", "gefl-f-cvae"),
+                  "method_config": gefl_methods(fe=5, gen=10, target=10)}}
 
 
 def select_round(server_rows: dict[int, dict[str, float]], select_by: str) -> int:
@@ -492,7 +540,8 @@ def build_preset(name: str, *, quick: bool = False, seeds: int | tuple[int, ...]
     if quick:
         q = QUICK[name]
         preset = replace(preset, datasets=q["datasets"], clients=q["clients"], seeds=q["seeds"], methods=q["methods"],
-                         overrides={"num-server-rounds": q["rounds"]})
+                         overrides={} if q["rounds"] is None else {"num-server-rounds": q["rounds"]},
+                         method_config=q.get("method_config", preset.method_config))
     if seeds is not None:
         preset = replace(preset, seeds=seeds)
     if datasets:

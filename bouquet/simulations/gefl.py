@@ -1,0 +1,122 @@
+"""``bouquet reproduce gefl``'s own report: Bouquet's numbers beside the paper's (its
+best-checkpoint protocol and the last round), GeFL's margin over per-architecture FedAvg, the
+fixed vs released behaviour, and GeFL vs GeFL-F by number of clients; ``gefl-clients.png``."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bouquet import metrics as M
+
+# honggkang/gefl results.md (mean accuracy %, 10 clients) and the GeFL-F figures (fedlog-gefl.md §2.7)
+PAPER = {("mnist", "hetero-fedavg"): 92.62, ("mnist", "gefl-dcgan"): 95.32, ("mnist", "gefl-cvae"): 94.46,
+         ("fmnist", "hetero-fedavg"): 80.58, ("fmnist", "gefl-dcgan"): 83.11, ("fmnist", "gefl-cvae"): 82.33,
+         ("mnist", "hetero-fedprox"): 92.57, ("fmnist", "hetero-fedprox"): 80.50,
+         ("mnist", "lg-fedavg"): 92.71, ("fmnist", "lg-fedavg"): 80.61,
+         ("mnist", "avgkd"): 92.81, ("fmnist", "avgkd"): 77.12,
+         ("cifar10", "hetero-fedavg"): 55.65, ("cifar10", "gefl-dcgan"): 58.45, ("cifar10", "gefl-cvae"): 55.80}
+PAPER_CLIENTS = {  # (dataset, clients) -> DCGAN, DCGAN-F, CVAE, CVAE-F
+    ("mnist", 10): (95.32, 95.13, 94.46, 95.47), ("mnist", 50): (92.94, 93.67, 92.68, 95.04),
+    ("mnist", 100): (91.76, 93.08, 91.72, 94.63), ("fmnist", 10): (83.11, 82.62, 82.56, 83.14),
+    ("fmnist", 50): (81.28, 81.29, 80.24, 82.21), ("fmnist", 100): (80.50, 80.71, 79.83, 81.65)}
+VARIANTS = ("gefl-dcgan", "gefl-f-dcgan", "gefl-cvae", "gefl-f-cvae")
+
+
+def _values(results: list[dict[str, Any]], key: str) -> dict[tuple[str, str], list[float]]:
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        v = r.get(key)
+        if v is not None and v == v and str(r.get("status", "")).endswith("completed"):
+            out.setdefault((str(r["dataset"]), str(r["method"])), []).append(100.0 * float(v))
+    return out
+
+
+def _cell(values: list[float] | None) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def report(results: list[dict[str, Any]], preset, out: Path) -> str:
+    best, last = _values(results, M.BEST_CHECKPOINT), _values(results, M.GLOBAL_GLOBAL)
+    settings = sorted({d for d, _ in best}, key=lambda d: (d.split("-")[0], int(d.split("-")[-1])))
+    lines = ["## Beside the paper (10 clients)", "",
+             "Accuracy % on the global test set, mean ± std (seeds). *Paper protocol*: per architecture the best "
+             "of the evaluated checkpoints, then the mean over architectures (selects on the test set); *last*: "
+             "the final round's mean over architectures. Paper: honggkang/gefl results.md.", "",
+             "| setting | method | paper | Bouquet, paper protocol | Bouquet, last round |", "|---|---|---|---|---|"]
+    for d in settings:
+        short = d.split("-")[0]
+        if not d.endswith("-10"):
+            continue
+        for m in preset.methods:
+            if (d, m) in best:
+                paper = PAPER.get((short, m))
+                lines.append(f"| {d} | {m} | {'–' if paper is None else f'{paper:.2f}'} | {_cell(best.get((d, m)))} | "
+                             f"{_cell(last.get((d, m)))} |")
+    lines += ["", "### GeFL's margin over per-architecture FedAvg (points; paper: +1.8 to +2.7)", "",
+              "| setting | generator | paper protocol | last round | paper |", "|---|---|---|---|---|"]
+    for d in settings:
+        short = d.split("-")[0]
+        for g in ("gefl-cvae", "gefl-dcgan", "gefl-f-cvae", "gefl-f-dcgan"):
+            base_b, base_l = _mean(best.get((d, "hetero-fedavg"))), _mean(last.get((d, "hetero-fedavg")))
+            b, l_ = _mean(best.get((d, g))), _mean(last.get((d, g)))
+            if None in (base_b, b):
+                continue
+            paper = (PAPER.get((short, g)) - PAPER[(short, "hetero-fedavg")]) if (short, g) in PAPER else None
+            lines.append(f"| {d} | {g} | {b - base_b:+.2f} | {l_ - base_l:+.2f} | "
+                         f"{'–' if paper is None else f'{paper:+.2f}'} |")
+    fixed = [(d, g) for d in settings for g in ("gefl-cvae", "gefl-dcgan", "hetero-fedprox")
+             if (d, g) in best and (d, f"{g}-released") in best]
+    if fixed:
+        lines += ["", "### Fixed vs released behaviour (paper protocol / last round)", "",
+                  "Released: generated images in the generator's own range (MNIST+DCGAN, FMNIST+CVAE differ from "
+                  "the real images'); FedProx term not squared.", "",
+                  "| setting | method | fixed | released |", "|---|---|---|---|"]
+        for d, g in fixed:
+            lines.append(f"| {d} | {g} | {_cell(best.get((d, g)))} / {_cell(last.get((d, g)))} | "
+                         f"{_cell(best.get((d, f'{g}-released')))} / {_cell(last.get((d, f'{g}-released')))} |")
+    by_clients = [d for d in settings if any((d, v) in best for v in VARIANTS)]
+    if by_clients:
+        lines += ["", "### GeFL vs GeFL-F by number of clients (paper protocol; paper's figure in brackets)", "",
+                  "| setting | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+        for d in by_clients:
+            short, k = d.split("-")[0], int(d.split("-")[-1])
+            paper = PAPER_CLIENTS.get((short, k))
+            cells = [f"{_cell(best.get((d, v)))}" + (f" [{paper[i]:.2f}]" if paper else "")
+                     for i, v in enumerate(VARIANTS)]
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
+        _plot_clients(best, by_clients, out)
+        lines += ["", "![GeFL vs GeFL-F by clients](gefl-clients.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_clients(best: dict[tuple[str, str], list[float]], settings: list[str], out: Path) -> None:
+    from bouquet.results import _pyplot  # noqa: PLC0415
+
+    plt = _pyplot()
+    groups = sorted({d.split("-")[0] for d in settings})
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        ds = sorted((d for d in settings if d.startswith(g + "-")), key=lambda d: int(d.split("-")[-1]))
+        ks = [int(d.split("-")[-1]) for d in ds]
+        for v in VARIANTS:
+            ys = [_mean(best.get((d, v))) for d in ds]
+            pts = [(k, y) for k, y in zip(ks, ys) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=v, linestyle="--" if "-f-" in v else "-")
+        ax.set_title(g)
+        ax.set_xlabel("clients")
+        ax.set_ylabel("accuracy % (paper protocol)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "gefl-clients.png", dpi=110)
+    plt.close(fig)
