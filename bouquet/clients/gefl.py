@@ -156,7 +156,7 @@ class GeFLClient:
         net = bundle.arch(arch)
         header_only = method == "gefl-f" and phase == "target"
         order_gen = torch.Generator().manual_seed(derive_seed(run.seed, call.server_round, call.cid, "order"))
-        x_all, y_all = torch.from_numpy(call.data.x_train), torch.from_numpy(call.data.y_train).long()
+        x_all, y_all = to_side(torch.from_numpy(call.data.x_train)), torch.from_numpy(call.data.y_train).long()
         params = [p for name, p in net.named_parameters() if not (header_only and name.startswith("fe."))]
         if method in ("gefl", "gefl-f") and phase == "target" and run.gefl_syn_epochs:
             self._synthetic_step(call, bundle, net, params, len(y_all), header_only)

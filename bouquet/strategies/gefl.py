@@ -59,7 +59,8 @@ def phase_of(cfg: RunConfig, server_round: int) -> tuple[str, int]:
 
 def checkpoint_round(cfg: RunConfig, server_round: int) -> bool:
     """The authors evaluate at a phase's round 1, every 10th round and its last round
-    (``utils/util.evaluate_models``); their number is the best of these, per architecture."""
+    (``utils/util.evaluate_models``); their number is the best of these, per architecture.
+    Bouquet's server scores the nets at these rounds only (and round 0, the initial nets)."""
     plan = schedule(cfg)
     phase, index = plan[server_round - 1]
     if phase == "generator":
