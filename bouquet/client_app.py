@@ -40,11 +40,10 @@ def _identity(context: Context) -> tuple[int, int]:
 def _node_arch(context: Context) -> int:
     """Node-config ``model-arch``: the architecture id this site trains (heterogeneous models)."""
     value = context.node_config.get("model-arch", -1)
-    try:
+    arch = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         arch = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"node-config model-arch={value!r} must be an architecture id 0..9") from None
-    if arch != -1 and not 0 <= arch <= 9:
+    if arch is None or (arch != -1 and not 0 <= arch <= 9):
         raise ValueError(f"node-config model-arch={value!r} must be an architecture id 0..9")
     return arch
 

@@ -73,6 +73,12 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: Arrays, prefix: str)
         opt.load_state_dict(sd)
 
 
+def proximal_penalty(params, anchor: list[torch.Tensor], mu: float, released: bool) -> torch.Tensor:
+    """FedProx's (mu/2)·‖w − w_t‖²; ``released``: the authors' (mu/2)·‖w − w_t‖ (not squared)."""
+    sq = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+    return mu / 2 * (torch.sqrt(sq) if released else sq)
+
+
 class GeFLClient:
     def train(self, call: ClientCall) -> ClientReply:
         torch.manual_seed(derive_seed(call.run.seed, call.server_round, call.cid, "gefl"))
@@ -175,8 +181,7 @@ class GeFLClient:
                 else:
                     loss = F.cross_entropy(logits, y_all[idx])
                 if method == "hetero-fedprox":
-                    sq = sum(((p - a) ** 2).sum() for p, a in zip(net.parameters(), anchor))
-                    loss = loss + run.proximal_mu / 2 * (torch.sqrt(sq) if run.gefl_released else sq)
+                    loss = loss + proximal_penalty(net.parameters(), anchor, run.proximal_mu, run.gefl_released)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -110,3 +110,22 @@ def test_generated_samples_carry_the_labels_they_were_asked_for(generator):
     with torch.no_grad():
         acc = float((judge(to_unit(gen.sample(labels), gen.data_range)).argmax(1) == labels).float().mean())
     assert acc > 0.5, acc
+
+
+@pytest.mark.parametrize("value", ["x", 10, -2, 3.5])
+def test_a_bad_node_config_architecture_is_refused_naming_the_key(value):
+    from flwr.app import Context, RecordDict
+
+    from bouquet.client_app import _node_arch
+
+    context = Context(run_id=1, node_id=1, node_config={"model-arch": value}, state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match="model-arch"):
+        _node_arch(context)
+
+
+def test_fedprox_term_is_squared_unless_the_released_switch_is_on():
+    from bouquet.clients.gefl import proximal_penalty
+
+    w, anchor = [torch.tensor([3.0, 1.0]), torch.tensor([[4.0]])], [torch.tensor([0.0, 1.0]), torch.tensor([[0.0]])]
+    assert float(proximal_penalty(w, anchor, 2.0, released=False)) == pytest.approx(25.0)  # (2/2)·(9 + 16)
+    assert float(proximal_penalty(w, anchor, 2.0, released=True)) == pytest.approx(5.0)  # (2/2)·√25
