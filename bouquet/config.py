@@ -174,6 +174,11 @@ class RunConfig:
                               "examples (els) are Poisson-sampled at dp-sampling-rate; leave fraction-train at 1")
 
     def _validate_gefl(self) -> None:
+        from bouquet.registry import HETERO_METHODS  # noqa: PLC0415
+
+        if self.method in HETERO_METHODS and self.aggregator != "mean":
+            raise ConfigError(f"aggregator={self.aggregator!r} with method={self.method!r}: a robust rule over the "
+                              "whole bundle would mix architectures; heterogeneous models use aggregator='mean'")
         before = {"gefl": self.gefl_gen_rounds, "gefl-f": self.gefl_fe_rounds + self.gefl_gen_rounds}.get(self.method, 0)
         if before and self.num_server_rounds <= before:
             raise ConfigError(

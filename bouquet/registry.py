@@ -80,6 +80,7 @@ def _hetero_model(cfg: RunConfig, data) -> nn.Module:
 
 S, C = "bouquet.strategies.", "bouquet.clients."
 HETERO_DATASETS = ("mnist", "fashion-mnist", "cifar10")
+HETERO_METHODS = ("gefl", "gefl-f", "hetero-fedavg", "hetero-fedprox", "lg-fedavg", "avgkd", "hetero-local")
 METHODS: dict[str, Method] = {
     "fedavg": Method(S + "fedavg:FedAvgStrategy", C + "fedavg:FedAvgClient", "FedAvg (McMahan et al., 2017)"),
     "fedprox": Method(S + "fedprox:FedProxStrategy", C + "fedprox:FedProxClient",
@@ -112,14 +113,14 @@ METHODS: dict[str, Method] = {
     # strategy and one client serve them all (the method name selects the phases, strategies/gefl.py)
     **{name: Method(S + "gefl:GeFLStrategy", C + "gefl:GeFLClient", summary, model=_hetero_model,
                     datasets=HETERO_DATASETS, dp_ok_reason="heterogeneous-model methods are not analysed under DP")
-       for name, summary in (
-           ("gefl", "GeFL (Kang et al., 2024): a federated conditional generator aids clients of 10 architectures"),
-           ("gefl-f", "GeFL-F (Kang et al., 2024): a federated feature generator after a shared, frozen first block"),
-           ("hetero-fedavg", "FedAvg within each architecture (GeFL's baseline)"),
-           ("hetero-fedprox", "FedProx within each architecture, mu = proximal-mu (GeFL's baseline)"),
-           ("lg-fedavg", "LG-FedAvg: the shared first block averaged over all clients, the rest per architecture"),
-           ("avgkd", "AvgKD across architectures: soft labels from every other architecture's global model"),
-           ("hetero-local", "each client's architecture trained alone on its data, never averaged"))},
+       for name, summary in zip(HETERO_METHODS, (
+           "GeFL (Kang et al., 2024): a federated conditional generator aids clients of 10 architectures",
+           "GeFL-F (Kang et al., 2024): a federated feature generator after a shared, frozen first block",
+           "FedAvg within each architecture (GeFL's baseline)",
+           "FedProx within each architecture, mu = proximal-mu (GeFL's baseline)",
+           "LG-FedAvg: the shared first block averaged over all clients, the rest per architecture",
+           "AvgKD across architectures: soft labels from every other architecture's global model",
+           "each client's architecture trained alone on its data, never averaged"), strict=True)},
 }
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from bouquet import metrics as M
 from bouquet.datasets.loaders import GRAPH_DATASETS
 from bouquet.metrics import PARTITION_ID, is_accuracy
+from bouquet.registry import HETERO_METHODS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 COLUMNS = ("round", "partition_id", "metric", "value")
 FLIPS = (M.NFR, M.PFR)
-HETERO_METHODS = ("gefl", "gefl-f", "hetero-fedavg", "hetero-fedprox", "lg-fedavg", "avgkd", "hetero-local")
 
 
 def headline_metrics(method: str, dataset: str) -> tuple[tuple[str, str], ...]:
