@@ -107,3 +107,9 @@ def test_a_partition_cannot_switch_architecture_and_the_pin_survives_resume():
     t = _strategy()
     t.load_state_arrays(s.state_arrays())
     assert "runs architecture 2" in t.partition_problem(3, claim(5))
+
+
+@pytest.mark.parametrize(("key", "value", "named"), [("aggregator", "median", "aggregator"), ("dp", "uls", "dp")])
+def test_settings_that_would_mix_architectures_or_void_a_guarantee_are_refused(key, value, named):
+    with pytest.raises(ConfigError, match=named):
+        _cfg("hetero-fedavg", **{key: value})
