@@ -183,7 +183,8 @@ class RunConfig:
         if before and self.num_server_rounds <= before:
             raise ConfigError(
                 f"num-server-rounds={self.num_server_rounds} leaves no target-training round for method={self.method!r}: "
-                f"it first runs {before} round(s) (gefl-fe-rounds for gefl-f + gefl-gen-rounds); use more rounds")
+                f"it first runs {before} round(s) (gefl-fe-rounds for gefl-f + gefl-gen-rounds); set num-server-rounds "
+                f"to {before} + the target rounds (the paper: {before + 50}), or lower gefl-gen-rounds")
 
     def check_federation(self, num_clients: int) -> None:
         """Settings that depend on the federation size, checked before round 1 (server and CLI):

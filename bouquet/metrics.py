@@ -39,6 +39,7 @@ GLOBAL_PERPLEXITY = "global_perplexity"  # exp(loss), for the character model
 # heterogeneous models: GeFL's reported number, the mean over architectures of each one's best
 # global-test accuracy at the authors' checkpoint rounds (a max over the test set, labelled so)
 BEST_CHECKPOINT = f"best-checkpoint:{GLOBAL_GLOBAL}"
+GENERATED = "global_model@generated"  # GeFL: the nets' accuracy on generated samples of requested labels
 UPDATE_NORM = "update_norm"  # ‖client arrays − global arrays‖₂, computed by the server
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key; the client's train (or test) size
 PARTITION_ID = "partition-id"

@@ -83,6 +83,8 @@ class ServerEvaluator:
             accs[m] = float((pred.numpy() == y).mean())
             scores[M.name(f"arch{m}", "global_test")] = float(accs[m])
         scores[M.GLOBAL_GLOBAL] = float(accs.mean())
+        if getattr(bundle, "gen", None) is not None and server_round > 0:
+            scores[M.GENERATED] = generated_accuracy(bundle, self.cfg)
         if server_round > 0:
             best = np.maximum(self.previous.get(M.BEST_CHECKPOINT, accs), accs)
             self.previous[M.BEST_CHECKPOINT] = best
@@ -117,6 +119,30 @@ class ServerEvaluator:
         log(INFO, "[bouquet] round %d/%d  %s  (%.1fs)", server_round, self.cfg.num_server_rounds,
             text or "no headline metric yet", seconds)
         return MetricRecord(scores) if scores else None
+
+
+def generated_accuracy(bundle: HeteroBundle, cfg: RunConfig, per_class: int = 100) -> float:
+    """GeFL diagnostic: the nets' mean accuracy on the generator's samples of each requested
+    label (do the samples carry their labels, as the nets see them?). Its own RNG stream."""
+    from bouquet.models.generators import to_unit  # noqa: PLC0415
+
+    gen = bundle.gen.eval()
+    labels = torch.arange(gen.num_classes).repeat(per_class)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        with torch.no_grad():
+            sample = gen.sample(labels)
+            accs = []
+            for m in range(bundle.num_archs):
+                net = bundle.arch(m).eval()
+                if cfg.method == "gefl-f":
+                    logits = net.header(sample)
+                elif cfg.gefl_released:
+                    logits = net(sample, normalised=True)
+                else:
+                    logits = net(to_unit(sample, gen.data_range))
+                accs.append(float((logits.argmax(1) == labels).float().mean()))
+    return float(np.mean(accs))
 
 
 def _checkpoint_to_resume(cfg: RunConfig) -> checkpoint.Checkpoint | None:

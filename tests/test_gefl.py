@@ -27,5 +27,6 @@ def test_gefl_with_node_config_architectures(tmp_path):
     assert final["arch0@global_test"] == server[0]["arch0@global_test"]  # nobody runs arch 0: kept
     assert "arch7@global_test" not in server[2]  # generator rounds: nothing to score (nets untouched)
     assert final["best-checkpoint:global_model@global_test"] >= final["global_model@global_test"]
+    assert 0.0 <= final["global_model@generated"] <= 1.0  # the label-fidelity diagnostic is reported
     assert final["arch7@global_test"] > 0.4 and final["arch2@global_test"] > 0.4  # chance: 0.1
     assert server[3]["gefl-phase"] == 2 and server[1]["gefl-phase"] == 1
