@@ -115,6 +115,10 @@ class DCGAN(nn.Module):
         self.d_down = nn.Sequential(*downs)
         self.channels, self.side, self.num_classes = channels, side, num_classes
         self.data_range = (0.0, 1.0) if relu_out else (-1.0, 1.0)
+        for m in self.modules():  # the authors' (and cDCGAN's) weight_init(0, 0.02), zero biases
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
 
     def generator_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if name.startswith("g_")]
