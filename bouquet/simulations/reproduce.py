@@ -166,8 +166,7 @@ PRESETS["userdp"] = Preset(
     extra_report="bouquet.simulations.userdp:report",
 )
 # GeFL (Kang et al., arXiv 2412.18460): 10 architectures, IID shards of the paper's sizes (data-fraction
-# keeps 600 of each MNIST/FMNIST client's 4800 training images with 10 clients, 120 with 50, 60 with 100;
-# CIFAR-10 2500 of 4000), SGD lr 0.1, 5 local epochs, the best-checkpoint number AND the last round.
+# keeps 600 images per client with 10 clients, 120 with 50, 60 with 100; CIFAR-10 2500 of 4000), SGD lr 0.1, 5 local epochs, the best-checkpoint number AND the last round.
 # Scaled for 2 cores: generators at 1/8 width (gefl-gen-width 8), T_KA = 30 generator rounds instead of
 # 100, T_TN = 30 target rounds instead of the code's 50; GeFL-F: T_FE = 10 warm-up rounds instead of 20.
 GEFL_ROUNDS = {"fe": 10, "gen": 30, "target": 30}
@@ -188,8 +187,12 @@ def gefl_methods(fe: int, gen: int, target: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-_GEFL_DATA = {f"{short}-{k}": {"dataset": name, "partitioner": "iid", "num-supernodes": k, "data-fraction": 0.125}
-              for short, name in (("fmnist", "fashion-mnist"), ("mnist", "mnist")) for k in (10, 50, 100)}
+# Fashion-MNIST: 60k training images, 0.8 of a shard trains, 0.125 of that = 600 per client of 10. Bouquet's MNIST
+# is the official 10k test set split 8000 / 2000 (the training images are not in ../shared/data): 800 per shard,
+# 640 train, 0.9375 of that = 600 per client of 10 (120 of 50, 60 of 100); its test set is 2,000 images.
+_GEFL_DATA = {f"{short}-{k}": {"dataset": name, "partitioner": "iid", "num-supernodes": k, "data-fraction": frac}
+              for short, name, frac in (("fmnist", "fashion-mnist", 0.125), ("mnist", "mnist", 0.9375))
+              for k in (10, 50, 100)}
 _GEFL_DATA["cifar10-10"] = {"dataset": "cifar10", "partitioner": "iid", "num-supernodes": 10, "data-fraction": 0.625,
                             "batch-size": 128}
 PRESETS["gefl"] = Preset(
