@@ -218,10 +218,10 @@ QUICK = {"fedlog": {"datasets": ("cora",), "clients": (3,), "seeds": 1, "rounds"
                      "methods": PRESETS["fedkper"].methods},
          "userdp": {"datasets": ("shakespeare-92",), "clients": (92,), "seeds": 1, "rounds": 10,  # about 4 minutes
                     "methods": ("uls-eps1", "uls-eps16", "els-eps1", "els-eps16", "uls-nonprivate", "els-nonprivate")},
-         # phase lengths per method (no single round override): 2 warm-up, 5 generator, 6 target rounds
+         # phase lengths per method (no single round override): 2 warm-up, 5 generator, 5 target rounds
          "gefl": {"datasets": ("fmnist-10",), "clients": (10,), "seeds": 1, "rounds": None,  # about 4.5 minutes
                   "methods": ("hetero-fedavg", "gefl-cvae", "gefl-f-cvae"),
-                  "method_config": gefl_methods(fe=2, gen=5, target=6)}}
+                  "method_config": gefl_methods(fe=2, gen=5, target=5)}}
 
 
 def select_round(server_rows: dict[int, dict[str, float]], select_by: str) -> int:
