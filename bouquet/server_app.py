@@ -124,7 +124,7 @@ class ServerEvaluator:
 def generated_accuracy(bundle: HeteroBundle, cfg: RunConfig, per_class: int = 100) -> float:
     """GeFL diagnostic: the nets' mean accuracy on the generator's samples of each requested
     label (do the samples carry their labels, as the nets see them?). Its own RNG stream."""
-    from bouquet.models.generators import to_unit  # noqa: PLC0415
+    from bouquet.clients.gefl import synthetic_logits  # noqa: PLC0415
 
     gen = bundle.gen.eval()
     labels = torch.arange(gen.num_classes).repeat(per_class)
@@ -132,16 +132,8 @@ def generated_accuracy(bundle: HeteroBundle, cfg: RunConfig, per_class: int = 10
         torch.manual_seed(cfg.seed)
         with torch.no_grad():
             sample = gen.sample(labels)
-            accs = []
-            for m in range(bundle.num_archs):
-                net = bundle.arch(m).eval()
-                if cfg.method == "gefl-f":
-                    logits = net.header(sample)
-                elif cfg.gefl_released:
-                    logits = net(sample, normalised=True)
-                else:
-                    logits = net(to_unit(sample, gen.data_range))
-                accs.append(float((logits.argmax(1) == labels).float().mean()))
+            accs = [float((synthetic_logits(bundle.arch(m).eval(), gen, sample, cfg).argmax(1) == labels).float().mean())
+                    for m in range(bundle.num_archs)]
     return float(np.mean(accs))
 
 

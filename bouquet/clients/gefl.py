@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bouquet import metrics as M
-from bouquet.clients.base import ClientCall, ClientReply
+from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model
 from bouquet.clients.training import module_predictor, setting_scores
 from bouquet.datasets import data_root, load_dataset
 from bouquet.models.generators import DCGAN, from_unit, to_unit
@@ -38,9 +38,7 @@ def bundle_for(call: ClientCall) -> HeteroBundle:
     from bouquet.registry import get_method  # noqa: PLC0415 (the registry imports this module lazily)
 
     info = call.exported.info.stub() if call.data_path else load_dataset(call.run.dataset, data_root(call.run.data_dir))
-    bundle = get_method(call.run.method).model(call.run, info)
-    bundle.load_state_dict({k: torch.from_numpy(np.asarray(v).copy()) for k, v in call.arrays.items()})
-    return bundle
+    return arrays_to_model(get_method(call.run.method).model(call.run, info), call.arrays)
 
 
 def client_arch(call: ClientCall) -> int:
@@ -79,6 +77,17 @@ def proximal_penalty(params, anchor: list[torch.Tensor], mu: float, released: bo
     return mu / 2 * (torch.sqrt(sq) if released else sq)
 
 
+def synthetic_logits(net, gen: nn.Module, sample: torch.Tensor, run) -> torch.Tensor:
+    """A net's logits on generated samples, fed as GeFL feeds them: GeFL-F's feature samples
+    through the layers after the first block; images mapped to [0, 1] and normalised like the
+    real ones, or raw (the released code, ``gefl-released``)."""
+    if run.method == "gefl-f":
+        return net.header(sample)
+    if run.gefl_released:
+        return net(sample, normalised=True)
+    return net(to_unit(sample, gen.data_range))
+
+
 class GeFLClient:
     def train(self, call: ClientCall) -> ClientReply:
         torch.manual_seed(derive_seed(call.run.seed, call.server_round, call.cid, "gefl"))
@@ -87,7 +96,7 @@ class GeFLClient:
         state = dict(call.state)
         own = sub_state(state, "own")
         if call.run.method == "hetero-local" and own:  # each client's model trained alone, never averaged
-            bundle.arch(arch).load_state_dict({k: torch.from_numpy(np.asarray(v).copy()) for k, v in own.items()})
+            arrays_to_model(bundle.arch(arch), own)
         if phase == "generator":
             loss, state = self.train_generator(call, bundle, arch, state)
         else:
@@ -199,13 +208,7 @@ class GeFLClient:
         for _ in range(call.run.gefl_syn_epochs):
             for _ in range(max(n // b, 1)):
                 labels = torch.randint(0, gen.num_classes, (b,))
-                sample = gen.sample(labels)
-                if header_only:
-                    logits = net.header(sample)
-                elif call.run.gefl_released:
-                    logits = net(sample, normalised=True)  # the released code: raw generator output
-                else:
-                    logits = net(to_unit(sample, gen.data_range))  # in [0, 1], normalised like real images
+                logits = synthetic_logits(net, gen, gen.sample(labels), call.run)
                 loss = F.cross_entropy(logits, labels)
                 opt.zero_grad()
                 loss.backward()

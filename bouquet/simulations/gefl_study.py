@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from bouquet import checkpoint
+from bouquet.clients.base import arrays_to_model
 from bouquet.config import RunConfig, data_spec
 from bouquet.datasets import data_root, load_dataset
 from bouquet.models.generators import to_unit
@@ -53,8 +54,7 @@ def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: in
     cfg = RunConfig.from_run_config(ckpt.run_config)
     dataset = load_dataset(cfg.dataset, data_root(cfg.data_dir))
     spec = data_spec(cfg, 10)
-    bundle = get_method(cfg.method).model(cfg, dataset)
-    bundle.load_state_dict({k: torch.from_numpy(np.asarray(v).copy()) for k, v in ckpt.arrays.items()})
+    bundle = arrays_to_model(get_method(cfg.method).model(cfg, dataset), ckpt.arrays)
     gen = bundle.gen.eval()
     clients = {k: _client_train(cfg, spec, k) for k in range(10)}
     x_test = to_side(torch.from_numpy(dataset.x_test))
