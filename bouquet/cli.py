@@ -44,6 +44,30 @@ def _seeds(text: str) -> int | tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
+def _ray_address(text: str) -> str:
+    """``--ray-address``: HOST:PORT of a Ray head, its form checked while the options are parsed."""
+    from bouquet.simulations.launch import parse_ray_address  # noqa: PLC0415
+
+    try:
+        return parse_ray_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _no_ray_cluster(command: str, address: str | None) -> bool:
+    """True (after one error line) when ``--ray-address`` names a port where nothing answers."""
+    if not address:
+        return False
+    from bouquet.simulations.launch import check_ray_cluster  # noqa: PLC0415
+
+    try:
+        check_ray_cluster(address)
+    except ConnectionError as exc:
+        print(f"bouquet {command}: error: --ray-address: {exc}", file=sys.stderr)
+        return True
+    return False
+
+
 def _version() -> str:
     from importlib.metadata import version  # noqa: PLC0415
 
@@ -54,6 +78,8 @@ def _run(ns: argparse.Namespace) -> int:
     """Preflight (a second or two), then one simulation; the last line says how it ended."""
     import os  # noqa: PLC0415
 
+    if _no_ray_cluster("run", ns.ray_address):
+        return 2
     from bouquet.preflight import PreflightError, check_run  # noqa: PLC0415
 
     try:
@@ -62,7 +88,9 @@ def _run(ns: argparse.Namespace) -> int:
         for key, env in (("data-dir", "BOUQUET_DATA"), ("output-dir", "BOUQUET_OUTPUT")):
             if key not in overrides and os.environ.get(env):
                 overrides[key] = os.path.abspath(os.path.expanduser(os.environ[env]))
-        cfg = check_run(overrides, ns.num_supernodes, ns.cpus_per_client, ns.gpus_per_client)
+        # on a Ray cluster its nodes, not this machine, must fit a client (Ray refuses a run none fits)
+        machine = (ns.cpus_per_client, ns.gpus_per_client) if ns.ray_address is None else (1, 0.0)
+        cfg = check_run(overrides, ns.num_supernodes, *machine)
     except PreflightError as exc:
         print(f"bouquet run: error: {exc}", file=sys.stderr)
         return 2
@@ -76,7 +104,7 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         result = launch(overrides, num_supernodes=ns.num_supernodes, cpus_per_client=ns.cpus_per_client,
                         gpus_per_client=ns.gpus_per_client, echo="bouquet" if ns.quiet else True,
-                        verbose=ns.verbose)
+                        verbose=ns.verbose, ray_address=ns.ray_address)
     except KeyboardInterrupt:
         print("\n[bouquet] interrupted: the run and its SuperLink were stopped", file=sys.stderr)
         return 130
@@ -129,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cpus-per-client", type=int, default=1,
                      help="CPU cores per client (default 1: as many parallel clients as cores)")
     run.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per client (needs a CUDA GPU)")
+    run.add_argument("--ray-address", type=_ray_address, default=None, metavar="HOST:PORT",
+                     help="run the clients on this existing Ray cluster (the head's address from `ray start "
+                     "--head`) instead of a Ray started for this run; see README, Simulation on a Ray cluster")
     run.add_argument("--check", action="store_true",
                      help="only check the config, data, output folder and machine, then exit (0 = ready)")
     noise = run.add_mutually_exclusive_group()
@@ -145,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--clients", default="", help="comma-separated subset, e.g. 3,5")
     rep.add_argument("--run-config", action="append", metavar="'KEY=VALUE ...'",
                      help="overrides for every run, e.g. \"local-epochs=5\" (repeatable)")
+    rep.add_argument("--ray-address", type=_ray_address, default=None, metavar="HOST:PORT",
+                     help="run every simulation of the sweep on this existing Ray cluster (as for `bouquet run`)")
     rep.add_argument("--rebuild", action="store_true", help="only rebuild results.csv/table.md/plots from --out")
     rep.add_argument("--export-toml", type=Path, default=None, metavar="DIR",
                      help="run nothing: write one run-config TOML per (dataset, method, clients) cell to DIR, "
@@ -188,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if ns.preset not in PRESETS:
             parser.error(f"unknown preset {ns.preset!r}; choose one of {', '.join(PRESETS)}")
+        import os  # noqa: PLC0415
+
         from bouquet.preflight import PreflightError  # noqa: PLC0415
 
         split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
@@ -208,8 +243,13 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(str(exc))
             print(f"[reproduce] {len(written)} run-config files in {ns.export_toml} (the command is in each file's header)")
             return 0
+        if ns.ray_address and "data-dir" not in overrides and os.environ.get("BOUQUET_DATA"):
+            # as `bouquet run` does: Ray's workers have the environment of `ray start`, not this shell's
+            overrides["data-dir"] = os.path.abspath(os.path.expanduser(os.environ["BOUQUET_DATA"]))
+        if not ns.rebuild and _no_ray_cluster("reproduce", ns.ray_address):
+            return 2
         try:
-            reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, **subset)
+            reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, ray_address=ns.ray_address, **subset)
         except PreflightError as exc:
             print(f"bouquet reproduce: error: {exc}", file=sys.stderr)
             return 2

@@ -8,12 +8,20 @@ own Flower home in a fresh temporary folder, a free port on 127.0.0.1, a neutral
 submitted to it by address, their real status is read with ``flwr ls``, and at the end only
 that SuperLink and its own descendants are stopped. Two runs on one machine (two terminals,
 two users, a test suite beside an experiment) therefore never meet.
+
+With ``ray_address`` the simulation joins an existing Ray cluster instead of starting its own
+Ray: flwr 1.41's federation config has no field for it (its Ray ``init-args`` are only num-cpus,
+num-gpus, logging-level and log-to-driver, and ``ray.init`` gets no address), so the address goes
+to the SuperLink's environment as ``RAY_ADDRESS``, which ``ray.init()`` in the simulation
+process (a child of that SuperLink) honours.
 """
 
 from __future__ import annotations
 
 import json
+import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -76,18 +84,56 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def parse_ray_address(text: str) -> str:
+    """A Ray cluster's GCS address as ``ray start --head`` prints it: HOST:PORT (an IPv6 host in
+    brackets). ValueError, naming what is wrong, for anything else (``ray://`` client
+    addresses and ``auto`` included: the run must join exactly the cluster named)."""
+    address = text.strip()
+    form = "the Ray head's HOST:PORT, as `ray start --head --port PORT` prints it, e.g. 10.0.0.5:6379"
+    if "://" in address or address == "auto":
+        raise ValueError(f"{text!r}: Ray Client (ray://) addresses and 'auto' are not supported; give {form}")
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", address)
+    if match is None:
+        raise ValueError(f"{text!r} is not HOST:PORT ({form})")
+    host, port = match.group(1), int(match.group(2))
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{text!r}: {host} is not an IPv6 address ({form})") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: port {port} is not in 1..65535")
+    return address
+
+
+def check_ray_cluster(address: str, timeout: float = 3.0) -> None:
+    """Something listens at the address (Ray itself would retry for a minute, then fail the run)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"no Ray head answers at {address} ({exc.strerror or exc}); start one with "
+                              "`ray start --head --port PORT` and pass the address it prints") from None
+
+
 class SuperLink:
     """A simulation SuperLink this process starts on a free port and alone stops.
 
     Use as a context manager; ``stop`` signals only the process started here and its own
-    descendants (the SuperExec, the simulation, Ray), never a SuperLink found on a port."""
+    descendants (the SuperExec, the simulation, Ray), never a SuperLink found on a port.
+    ``ray_address``: its simulations join that Ray cluster (``RAY_ADDRESS``) instead of starting
+    a Ray of their own; stopping the SuperLink then leaves that cluster running."""
 
-    def __init__(self, *, say=print, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, say=print, env: dict[str, str] | None = None, ray_address: str | None = None) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="bouquet-flwr-"))
         self.cwd = self.home / "cwd"  # neutral: the SuperLink's cwd ends up on the actors' sys.path
         self.cwd.mkdir()
         self.log = self.home / "superlink.log"
         self.env = {**flwr_env(self.home), **(env or {})}  # env: e.g. BOUQUET_ADVERSARY for attack tests
+        self.ray_address = ray_address
+        if ray_address:
+            self.env["RAY_ADDRESS"] = parse_ray_address(ray_address)
         self.say = say
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -213,23 +259,28 @@ def launch(
     superlink: SuperLink | None = None,
     verbose: bool = False,
     env: dict[str, str] | None = None,
+    ray_address: str | None = None,
 ) -> LaunchResult:
     """``flwr run <app> --stream`` with overrides; returns the run's real final status.
 
     ``echo``: True prints Flower's log, ``"bouquet"`` only Bouquet's own lines, False nothing.
-    Without ``superlink`` a private one is started for this run and stopped after it."""
+    Without ``superlink`` a private one is started for this run and stopped after it.
+    ``ray_address``: run on that existing Ray cluster (a given ``superlink`` must carry it)."""
     say = print if echo else (lambda *_: None)
     if superlink is None:
-        with SuperLink(say=say, env=env) as link:
+        with SuperLink(say=say, env=env, ray_address=ray_address) as link:
             return launch(run_config, num_supernodes=num_supernodes, cpus_per_client=cpus_per_client,
                           gpus_per_client=gpus_per_client, app_dir=app_dir, echo=echo, timeout=timeout,
-                          superlink=link, verbose=verbose)
+                          superlink=link, verbose=verbose, ray_address=ray_address)
+    if ray_address and superlink.ray_address != ray_address:
+        raise ValueError(f"ray_address={ray_address!r} but the given SuperLink runs on {superlink.ray_address!r}")
     cmd = [_bin("flwr"), "run", str(app_dir), CONNECTION, "--stream", "--federation-config",
            federation_config(num_supernodes, cpus_per_client, gpus_per_client, verbose)]
     if run_config:
         cmd += ["--run-config", str(superlink.run_config_file(run_config))]
     say(f"[bouquet] submitting the run ({num_supernodes} simulated clients); Ray starts the client "
-        "processes, so the first round can take a minute to appear")
+        "processes, so the first round can take a minute to appear"
+        + (f"; Flower's Ray joins the Ray cluster at {superlink.ray_address}" if superlink.ray_address else ""))
     lines: list[str] = []
     proc = subprocess.Popen(cmd, env=superlink.env, cwd=superlink.cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -311,9 +311,10 @@ def check_sweep(preset: Preset, out: Path) -> None:
                     raise PreflightError(f"{method} on {dataset} with {k} clients: {exc}") from None
 
 
-def run_sweep(preset: Preset, out: Path) -> list[dict[str, Any]]:
+def run_sweep(preset: Preset, out: Path, ray_address: str | None = None) -> list[dict[str, Any]]:
     """Every run of the sweep through one private SuperLink (started at the first run that is
-    not kept from an earlier sweep, stopped at the end); a failed run is recorded, not fatal."""
+    not kept from an earlier sweep, stopped at the end); a failed run is recorded, not fatal.
+    ``ray_address``: the runs join that existing Ray cluster (``launch.SuperLink``)."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients_of(d) for s in preset.seed_values
             for m in preset.methods]
@@ -337,7 +338,7 @@ def run_sweep(preset: Preset, out: Path) -> list[dict[str, Any]]:
             config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out)}
             t0 = time.monotonic()
             if link is None:
-                link = SuperLink(say=tqdm.write)
+                link = SuperLink(say=tqdm.write, ray_address=ray_address)
                 link.start()
             res = launch(config, num_supernodes=k, echo=False, superlink=link)
             row: dict[str, Any] = {"method": method, "dataset": dataset, "clients": k, "seed": seed,
@@ -561,14 +562,14 @@ def build_preset(name: str, *, quick: bool = False, seeds: int | tuple[int, ...]
 def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None, out: Path | None = None,
               datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
               clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
-              rebuild_only: bool = False) -> Path:
+              rebuild_only: bool = False, ray_address: str | None = None) -> Path:
     preset = build_preset(name, quick=quick, seeds=seeds, datasets=datasets, methods=methods, clients=clients,
                           overrides=overrides)
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
     # a subset run into a folder that holds earlier runs: results and table cover them all
     if not rebuild_only:
         check_sweep(preset, out)
-    results = [] if rebuild_only else run_sweep(preset, out)
+    results = [] if rebuild_only else run_sweep(preset, out, ray_address=ray_address)
     if rebuild_only and not (out / "runs").is_dir():
         from bouquet.preflight import PreflightError  # noqa: PLC0415
 

@@ -103,7 +103,7 @@ def test_seeds_is_a_count_or_an_exact_list(tmp_path, monkeypatch):
         cli._seeds("1,x")
     assert replace(PRESETS["fedkper"], seeds=3).seed_values == (0, 1, 2)
     calls = []
-    monkeypatch.setattr(R, "run_sweep", lambda preset, out: calls.append(preset.seed_values) or [])
+    monkeypatch.setattr(R, "run_sweep", lambda preset, out, **_: calls.append(preset.seed_values) or [])
     monkeypatch.setattr(R, "plot", lambda *a: None)
     R.reproduce("fedkper", seeds=(1, 2), datasets=("heart-disease",), out=tmp_path)
     assert calls == [(1, 2)]
@@ -221,7 +221,7 @@ def test_reproduce_prints_and_writes_the_headline_first(tmp_path, monkeypatch, c
     from bouquet.simulations import reproduce as R
 
     rows = [{**r, "run": ""} for r in _rows(PRESETS["fedlog"], (0,), ("fedlog",))]
-    monkeypatch.setattr(R, "run_sweep", lambda preset, out: rows)
+    monkeypatch.setattr(R, "run_sweep", lambda preset, out, **_: rows)
     monkeypatch.setattr(R, "plot", lambda *a: None)
     monkeypatch.setattr(R, "plot_curves", lambda *a: None)
     R.reproduce("fedlog", quick=True, out=tmp_path)
