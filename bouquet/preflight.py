@@ -90,6 +90,12 @@ def check_federation(num_supernodes: int, cpus_per_client: Any, gpus_per_client:
                                  "torch can see; leave it at 0 to train on the CPU")
         if gpus_per_client > gpus:
             raise PreflightError(f"--gpus-per-client {gpus_per_client:g} is more than the {gpus} GPU(s) here")
+    from bouquet.device import device  # noqa: PLC0415 (torch)
+
+    try:
+        device()  # BOUQUET_DEVICE: a bad value stops the run here, not in every client at round 1
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from None
 
 
 def check_run(overrides: dict[str, Any], num_supernodes: int, cpus_per_client: Any = 1,

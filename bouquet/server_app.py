@@ -23,6 +23,7 @@ from bouquet.config import ConfigError, RunConfig, data_spec
 from bouquet.datasets import (GRAPH_DATASETS, DataFileError, DataSpec, check_spec, client_data, data_root, global_test,
                               global_test_is_users_data,
                               load_dataset, new_client_graph)
+from bouquet.device import to_device, to_numpy
 from bouquet.federation import ClientDirectory, discover_clients
 from bouquet.models.hetero import HeteroBundle
 from bouquet.records import to_record
@@ -45,13 +46,14 @@ def run_name(cfg: RunConfig, num_clients: int, run_id: int) -> str:
 
 class ServerEvaluator:
     """Flower's ``evaluate_fn``: scores the global model on server-side data (the official
-    test split, the Louvain held-out subgraph) and logs one progress line per round."""
+    test split, the Louvain held-out subgraph) and logs one progress line per round. The model
+    and the subgraph are on :func:`bouquet.device.device`, test batches go there one by one."""
 
     def __init__(self, cfg: RunConfig, spec: DataSpec, recorder: RunRecorder, scores_global: bool,
                  make_model: Callable[[], nn.Module]) -> None:
         self.cfg, self.recorder, self.scores_global, self.make_model = cfg, recorder, scores_global, make_model
         self.test = global_test(spec)
-        self.new_client = new_client_graph(spec)
+        self.new_client = to_device(new_client_graph(spec))
         self.previous: dict[str, np.ndarray] = {}  # the last global model's correctness per server-side set
         self._test32: torch.Tensor | None = None  # heterogeneous models: the test images at 32×32
 
@@ -79,8 +81,8 @@ class ServerEvaluator:
         for m in range(bundle.num_archs):
             net = bundle.arch(m).eval()
             with torch.no_grad():
-                pred = torch.cat([net(self._test32[i:i + 2048]).argmax(1) for i in range(0, len(y), 2048)])
-            accs[m] = float((pred.numpy() == y).mean())
+                pred = torch.cat([net(to_device(self._test32[i:i + 2048])).argmax(1) for i in range(0, len(y), 2048)])
+            accs[m] = float((to_numpy(pred) == y).mean())
             scores[M.name(f"arch{m}", "global_test")] = float(accs[m])
         scores[M.GLOBAL_GLOBAL] = float(accs.mean())
         if getattr(bundle, "gen", None) is not None and server_round > 0:
@@ -111,7 +113,7 @@ class ServerEvaluator:
                 model.eval()
                 with torch.no_grad():
                     pred = model(graph.x, graph.edge_index).argmax(1)
-                self._score(scores, M.GLOBAL_NEW_CLIENT, (pred == graph.y).numpy())
+                self._score(scores, M.GLOBAL_NEW_CLIENT, to_numpy(pred == graph.y))
         if scores:
             self.recorder.server_metrics(server_round, scores)
         # the method's headline metrics only (bouquet.results.headline_metrics); all go to metrics.csv
@@ -123,11 +125,12 @@ class ServerEvaluator:
 
 def generated_accuracy(bundle: HeteroBundle, cfg: RunConfig, per_class: int = 100) -> float:
     """GeFL diagnostic: the nets' mean accuracy on the generator's samples of each requested
-    label (do the samples carry their labels, as the nets see them?). Its own RNG stream."""
+    label (do the samples carry their labels, as the nets see them?). Its own RNG stream
+    (the device's: on a GPU the samples differ from the CPU's)."""
     from bouquet.clients.gefl import synthetic_logits  # noqa: PLC0415
 
     gen = bundle.gen.eval()
-    labels = torch.arange(gen.num_classes).repeat(per_class)
+    labels = to_device(torch.arange(gen.num_classes).repeat(per_class))
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         with torch.no_grad():

@@ -56,6 +56,7 @@ CITED = {
     "bouquet.clients.base": ["ClientCall", "ClientReply", "ClientLogic", "Arrays", "arrays_to_model",
                              "model_to_arrays"],
     "bouquet.clients.training": ["setting_scores", "train_local", "distill_from", "BatchLoss"],
+    "bouquet.device": ["device", "to_device", "to_numpy"],
     "bouquet.clients.fedavg": ["FedAvgClient"],
     "bouquet.clients.fedntd": ["FedNTDClient", "ntd_loss"],
     "bouquet.clients.ditto": ["DittoClient"],

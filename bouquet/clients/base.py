@@ -28,6 +28,7 @@ from bouquet.datasets import (
     load_partition,
     new_client_graph,
 )
+from bouquet.device import to_device, to_numpy
 from bouquet.models import build_model
 from bouquet.privacy.contribution import bounded_indices
 from bouquet.seeding import derive_seed
@@ -59,6 +60,8 @@ class ClientCall:
 
     @cached_property
     def data(self) -> ArrayClientData | GraphClientData:
+        """This client's data. A subgraph is used whole, so it is put on the device; array data
+        stays numpy, and the loops move what they use."""
         data = self.exported.data if self.data_path else client_data(data_spec(self.run, self.num_partitions), self.cid)
         if self.run.data_fraction < 1.0 and isinstance(data, ArrayClientData):
             # GeFL's protocol: each client keeps a seeded share of its training split (600 of
@@ -73,14 +76,14 @@ class ClientCall:
             keep = bounded_indices(len(data.y_train), k, derive_seed(self.run.seed, "dp-k", self.cid))
             data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
                                        train_indices=data.train_indices[keep])
-        return data
+        return to_device(data) if isinstance(data, GraphClientData) else data
 
     @cached_property
     def new_client(self) -> GraphClientData | None:
-        """The Louvain held-out subgraph, on which each client's model is also scored."""
+        """The Louvain held-out subgraph, on which each client's model is also scored (on the device)."""
         if self.data_path:
-            return self.exported.new_client
-        return new_client_graph(data_spec(self.run, self.num_partitions))
+            return to_device(self.exported.new_client)
+        return to_device(new_client_graph(data_spec(self.run, self.num_partitions)))
 
     @property
     def learning_rate(self) -> float:
@@ -109,9 +112,11 @@ class ClientLogic(Protocol):
 
 
 def model_to_arrays(model: nn.Module) -> Arrays:
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    """The model's weights as CPU numpy arrays (what Flower sends), wherever it ran."""
+    return {k: to_numpy(v) for k, v in model.state_dict().items()}
 
 
 def arrays_to_model(model: nn.Module, arrays: Arrays) -> nn.Module:
+    """``model`` with these weights, on :func:`bouquet.device.device` (where every model runs)."""
     model.load_state_dict({k: torch.from_numpy(np.asarray(v).copy()) for k, v in arrays.items()})
-    return model
+    return to_device(model)

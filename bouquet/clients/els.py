@@ -14,6 +14,7 @@ from bouquet import metrics as M
 from bouquet.clients.base import ClientCall, ClientReply
 from bouquet.clients.fedavg import FedAvgClient
 from bouquet.clients.training import num_train_examples
+from bouquet.device import to_device
 from bouquet.seeding import derive_seed
 from bouquet.strategies.els import SAMPLED
 
@@ -47,8 +48,8 @@ class ELSClient(FedAvgClient):
         q, clip = float(call.config["dp-sampling-rate"]), float(call.config["dp-clip"])
         seed = secrets.randbits(63) if call.run.dp_secure_noise else derive_seed(call.run.seed, "els", call.server_round, call.cid)
         chosen = np.flatnonzero(np.random.default_rng(seed).random(len(data.y_train)) < q)
-        x = torch.as_tensor(data.x_train[chosen])
-        y = torch.as_tensor(data.y_train[chosen]).long()
+        x = to_device(torch.as_tensor(data.x_train[chosen]))
+        y = to_device(torch.as_tensor(data.y_train[chosen]).long())
         grads, loss = clipped_gradient_sum(model, x, y, clip)
         arrays = {k: (grads[k] if k in grads else torch.zeros_like(v)).detach().cpu().numpy().astype(v.detach().cpu().numpy().dtype)
                   for k, v in model.state_dict().items()}

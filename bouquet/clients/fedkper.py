@@ -58,7 +58,7 @@ class FedKPerClient(FedAvgClient):
                 pred = module_predictor(model)(data.x, data.edge_index).argmax(1)
             labels = data.y[data.train_mask]
             accuracy = float((pred[data.train_mask] == labels).float().mean())
-            labels = labels.numpy()
+            labels = labels.cpu().numpy()
         else:
             accuracy = evaluate_arrays(model, data.x_train, data.y_train).accuracy
             labels = data.y_train

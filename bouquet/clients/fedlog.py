@@ -27,9 +27,10 @@ from torch_geometric.nn.models import GraphSAGE
 from torch_geometric.utils import degree, scatter
 
 from bouquet import metrics as M
-from bouquet.clients.base import Arrays, ClientCall, ClientReply
+from bouquet.clients.base import Arrays, ClientCall, ClientReply, arrays_to_model, model_to_arrays
 from bouquet.clients.training import setting_scores
 from bouquet.datasets import GraphClientData
+from bouquet.device import to_device, to_numpy
 from bouquet.seeding import derive_seed
 
 HIDDEN, EMBED = 128, 64
@@ -68,15 +69,15 @@ class FedLoGNet(nn.Module):
         self.tail = QueryAdapter(EMBED, moves=paper)
 
 
-def self_loops(n: int) -> torch.Tensor:
+def self_loops(n: int, device: torch.device) -> torch.Tensor:
     """Synthetic nodes are embedded alone: identity adjacency, as the authors' SparseTensor.eye."""
-    idx = torch.arange(n)
+    idx = torch.arange(n, device=device)
     return torch.stack([idx, idx])
 
 
 def prototypes(net: FedLoGNet, synthetic: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(embedded synthetic nodes, class-mean prototypes); rows are class-major (c, j)."""
-    z = net.embedder(synthetic, self_loops(len(synthetic)))
+    z = net.embedder(synthetic, self_loops(len(synthetic), synthetic.device))
     return z, z.view(num_classes, -1, z.shape[-1]).mean(1)
 
 
@@ -144,7 +145,7 @@ def generate_neighbours(gens: nn.ModuleList, x: torch.Tensor, labels: torch.Tens
 def pair_graph(x: torch.Tensor, neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each node with its generated neighbour as a 2-node graph (bidirectional edge), batched."""
     m = len(x)
-    idx = torch.arange(m)
+    idx = torch.arange(m, device=x.device)
     edges = torch.cat([torch.stack([idx, idx + m]), torch.stack([idx + m, idx])], dim=1)
     return torch.cat([x, neighbours]), edges
 
@@ -164,8 +165,7 @@ class FedLoGClient:
         paper = call.run.fedlog_faithful_to == "paper"
         c, f, s = data.num_classes, data.x.shape[1], call.run.fedlog_num_proto
         net = FedLoGNet(f, c, paper)
-        if call.arrays:
-            net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in call.arrays.items()})
+        net = arrays_to_model(net, call.arrays) if call.arrays else to_device(net)
         state = call.state
         if "syn_head" in state:
             syn_h = torch.from_numpy(state["syn_head"].copy())
@@ -177,6 +177,7 @@ class FedLoGClient:
             nn.init.xavier_uniform_(syn_h)
             nn.init.xavier_uniform_(syn_t)
             gamma = torch.zeros(c)
+        syn_h, syn_t, gamma = (to_device(t) for t in (syn_h, syn_t, gamma))  # drawn on the CPU either way
         return data, net, syn_h.requires_grad_(), syn_t.requires_grad_(), gamma, paper
 
     def _prompt_generators(self, call: ClientCall, in_features: int, num_classes: int) -> nn.ModuleList:
@@ -185,7 +186,7 @@ class FedLoGClient:
         saved = {k[4:]: torch.from_numpy(v.copy()) for k, v in call.state.items() if k.startswith("gen.")}
         if saved:
             gens.load_state_dict(saved)
-        return gens
+        return to_device(gens)
 
     def predictor(self, net: FedLoGNet, syn_h: torch.Tensor, syn_t: torch.Tensor, num_classes: int, tau: float):
         net.eval()
@@ -210,8 +211,8 @@ class FedLoGClient:
         if paper:
             train_prompt_generators(gens, data, run.fedlog_lr, gen)
         glob = call.extras.get(GLOBAL)
-        x_glob = None if glob is None else torch.from_numpy(glob["x"].copy())
-        y_glob = None if glob is None else torch.from_numpy(glob["y"].copy()).long()
+        x_glob = None if glob is None else to_device(torch.from_numpy(glob["x"].copy()))
+        y_glob = None if glob is None else to_device(torch.from_numpy(glob["y"].copy()).long())
         opt = torch.optim.Adam(net.parameters(), lr=run.fedlog_lr, weight_decay=5e-4)
         opt_h = torch.optim.Adam([syn_h], lr=run.fedlog_lr)
         opt_t = torch.optim.Adam([syn_t], lr=run.fedlog_lr)
@@ -248,10 +249,10 @@ class FedLoGClient:
                 losses.append(loss.item())
         predict = self.predictor(net, syn_h.detach(), syn_t.detach(), c, run.fedlog_tau)
         scores = setting_scores(predict, data, "local_model", call.new_client)
-        counts = np.bincount(data.y[data.train_mask].numpy(), minlength=c).astype(np.float32)
-        state = {"syn_head": syn_h.detach().numpy(), "syn_tail": syn_t.detach().numpy(), "gamma": gamma.numpy()}
+        counts = np.bincount(to_numpy(data.y[data.train_mask]), minlength=c).astype(np.float32)
+        state = {"syn_head": to_numpy(syn_h), "syn_tail": to_numpy(syn_t), "gamma": to_numpy(gamma)}
         if paper:
-            state.update({"gen." + k: v.detach().numpy() for k, v in gens.state_dict().items()})
+            state.update({"gen." + k: v for k, v in model_to_arrays(gens).items()})
         metrics = {
             M.NUM_EXAMPLES: int(data.train_mask.sum()),
             "fedlog-uniform": 1.0,  # the server averages the shared modules unweighted
@@ -259,11 +260,10 @@ class FedLoGClient:
             "fedlog_gamma_mean": float(gamma.mean()),
             **scores,
         }
-        head = syn_h.detach().numpy()
+        head = to_numpy(syn_h)
         upload = {"syn_head": head, "head_means": head.reshape(c, -1, head.shape[-1]).mean(1),
                   "class_share": counts / max(counts.sum(), 1.0)}
-        shared = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
-        return ClientReply(shared, metrics, state, extras={UPLOAD: upload})
+        return ClientReply(model_to_arrays(net), metrics, state, extras={UPLOAD: upload})
 
     def evaluate(self, call: ClientCall) -> ClientReply:
         """The averaged modules with this client's own synthetic nodes."""

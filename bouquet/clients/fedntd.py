@@ -16,7 +16,7 @@ from bouquet.clients.training import BatchLoss, distill_from
 def not_true(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The logits without each row's true class: (B, C) -> (B, C-1)."""
     keep = torch.ones_like(logits, dtype=torch.bool)
-    keep[torch.arange(len(y)), y] = False
+    keep[torch.arange(len(y), device=y.device), y] = False
     return logits[keep].view(len(y), -1)
 
 

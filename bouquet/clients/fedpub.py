@@ -19,9 +19,10 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import scatter
 
 from bouquet import metrics as M
-from bouquet.clients.base import ClientCall, ClientReply
+from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model, model_to_arrays
 from bouquet.clients.training import setting_scores
 from bouquet.datasets import GraphClientData
+from bouquet.device import to_device, to_numpy
 from bouquet.seeding import derive_seed
 
 HIDDEN = 128
@@ -96,7 +97,7 @@ def proxy_graph(num_features: int, num_graphs: int, seed: int) -> tuple[torch.Te
 @torch.no_grad()
 def functional_embedding(model: MaskedGCN, proxy: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
     model.eval()
-    return model.embed(*proxy).mean(0).numpy()
+    return to_numpy(model.embed(*map(to_device, proxy)).mean(0))
 
 
 def fedpub_loss(model: MaskedGCN, logits: torch.Tensor, y: torch.Tensor, received: dict[str, torch.Tensor] | None,
@@ -117,10 +118,8 @@ class FedPubClient:
         if not isinstance(data, GraphClientData):
             raise ValueError(f"method='fedpub' needs a graph dataset, got dataset={call.run.dataset!r}")
         model = MaskedGCN(data.x.shape[1], data.num_classes, call.run.fedpub_l1)
-        incoming = {k: torch.from_numpy(v.copy()) for k, v in call.arrays.items()}
-        own_masks = {k: torch.from_numpy(v.copy()) for k, v in call.state.items() if is_mask(k)}
-        model.load_state_dict({**incoming, **own_masks})  # the masks stay personal
-        return data, model
+        own_masks = {k: v for k, v in call.state.items() if is_mask(k)}
+        return data, arrays_to_model(model, {**call.arrays, **own_masks})  # the masks stay personal
 
     def train(self, call: ClientCall) -> ClientReply:
         data, model = self._model(call)
@@ -139,7 +138,7 @@ class FedPubClient:
             losses.append(loss.item())
         model.eval()
         scores = setting_scores(model, data, "local_model", call.new_client)
-        arrays = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        arrays = model_to_arrays(model)
         proxy = proxy_graph(data.x.shape[1], run.fedpub_n_proxy, derive_seed(run.seed, "fedpub-proxy") % 2**31)
         metrics = {M.NUM_EXAMPLES: int(data.train_mask.sum()), M.TRAIN_LOSS: float(np.mean(losses)), **scores}
         state = {k: v for k, v in arrays.items() if is_mask(k)}

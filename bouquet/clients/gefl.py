@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bouquet import metrics as M
-from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model
+from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model, model_to_arrays
 from bouquet.clients.training import module_predictor, setting_scores
 from bouquet.datasets import data_root, load_dataset
+from bouquet.device import to_device
 from bouquet.models.generators import DCGAN, from_unit, to_unit
 from bouquet.models.hetero import HeteroBundle, arch_of, sub_state, to_side
 from bouquet.seeding import derive_seed
@@ -102,8 +103,8 @@ class GeFLClient:
         else:
             loss = self.train_target(call, bundle, arch, phase)
         if call.run.method == "hetero-local":
-            state.update({f"own.{k}": v.detach().cpu().numpy().copy() for k, v in bundle.arch(arch).state_dict().items()})
-        arrays = {k: v.detach().cpu().numpy().copy() for k, v in bundle.state_dict().items()}
+            state.update({f"own.{k}": v for k, v in model_to_arrays(bundle.arch(arch)).items()})
+        arrays = model_to_arrays(bundle)
         metrics = {M.NUM_EXAMPLES: len(call.data.y_train), M.TRAIN_LOSS: loss, MODEL_ARCH: arch}
         return ClientReply(arrays, metrics, state)
 
@@ -118,7 +119,7 @@ class GeFLClient:
         gen = bundle.gen
         gen.train()
         x_all = self._generator_inputs(call, bundle, arch)
-        y_all = torch.from_numpy(call.data.y_train).long()
+        y_all = to_device(torch.from_numpy(call.data.y_train).long())
         order_gen = torch.Generator().manual_seed(derive_seed(call.run.seed, call.server_round, call.cid, "order"))
         losses = []
         if isinstance(gen, DCGAN):
@@ -129,14 +130,15 @@ class GeFLClient:
             for _ in range(call.run.gefl_gen_epochs):
                 for idx in _batches(len(y_all), call.run.batch_size, order_gen):
                     x, y = x_all[idx], y_all[idx]
-                    fake_y = torch.randint(0, gen.num_classes, (len(y),))
-                    fake = gen.generate(torch.randn(len(y), gen.z_dim), fake_y)
-                    d_loss = F.binary_cross_entropy(gen.discriminate(x, y), torch.ones(len(y))) + \
-                        F.binary_cross_entropy(gen.discriminate(fake.detach(), fake_y), torch.zeros(len(y)))
+                    fake_y = to_device(torch.randint(0, gen.num_classes, (len(y),)))
+                    fake = gen.generate(to_device(torch.randn(len(y), gen.z_dim)), fake_y)
+                    ones, zeros = torch.ones(len(y), device=y.device), torch.zeros(len(y), device=y.device)
+                    d_loss = F.binary_cross_entropy(gen.discriminate(x, y), ones) + \
+                        F.binary_cross_entropy(gen.discriminate(fake.detach(), fake_y), zeros)
                     opt_d.zero_grad()
                     d_loss.backward()
                     opt_d.step()
-                    g_loss = F.binary_cross_entropy(gen.discriminate(fake, fake_y), torch.ones(len(y)))
+                    g_loss = F.binary_cross_entropy(gen.discriminate(fake, fake_y), ones)
                     opt_g.zero_grad()
                     g_loss.backward()
                     opt_g.step()
@@ -157,8 +159,8 @@ class GeFLClient:
 
     def _generator_inputs(self, call: ClientCall, bundle: HeteroBundle, arch: int) -> torch.Tensor:
         """GeFL: the local images at 32×32 in the generator's range; GeFL-F: the frozen first
-        block's feature maps (>= 0)."""
-        x = torch.from_numpy(call.data.x_train)
+        block's feature maps (>= 0). On the device, as the whole local split is."""
+        x = to_device(torch.from_numpy(call.data.x_train))
         if call.run.method == "gefl-f":
             net = bundle.arch(arch).eval()
             with torch.no_grad():
@@ -171,7 +173,8 @@ class GeFLClient:
         net = bundle.arch(arch)
         header_only = method == "gefl-f" and phase == "target"
         order_gen = torch.Generator().manual_seed(derive_seed(run.seed, call.server_round, call.cid, "order"))
-        x_all, y_all = to_side(torch.from_numpy(call.data.x_train)), torch.from_numpy(call.data.y_train).long()
+        x_all = to_device(to_side(torch.from_numpy(call.data.x_train)))
+        y_all = to_device(torch.from_numpy(call.data.y_train).long())
         params = [p for name, p in net.named_parameters() if not (header_only and name.startswith("fe."))]
         if method in ("gefl", "gefl-f") and phase == "target" and run.gefl_syn_epochs:
             self._synthetic_step(call, bundle, net, params, len(y_all), header_only)
@@ -207,7 +210,7 @@ class GeFLClient:
         b = call.run.batch_size
         for _ in range(call.run.gefl_syn_epochs):
             for _ in range(max(n // b, 1)):
-                labels = torch.randint(0, gen.num_classes, (b,))
+                labels = to_device(torch.randint(0, gen.num_classes, (b,)))
                 logits = synthetic_logits(net, gen, gen.sample(labels), call.run)
                 loss = F.cross_entropy(logits, labels)
                 opt.zero_grad()

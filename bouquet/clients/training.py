@@ -2,6 +2,9 @@
 
 Graphs train in mini-batches of *labelled nodes* over a full-subgraph forward pass, so
 ``batch-size`` and ``local-epochs`` mean the same thing for every kind of data.
+
+Models and subgraphs are already on :func:`bouquet.device.device` (``arrays_to_model``,
+``ClientCall.data``); array batches are moved here, and scores come back to the CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 
 from bouquet import metrics as M
 from bouquet.datasets import ArrayClientData, GraphClientData
+from bouquet.device import to_device
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
 # (logits, labels, forward) -> loss; ``forward(other)`` gives another module's logits on the
@@ -72,12 +76,12 @@ def train_local(
             if isinstance(data, GraphClientData):
                 forward = lambda m, b=batch: m(data.x, data.edge_index)[b]  # noqa: E731
             else:
-                forward = lambda m, xb=x_all[batch]: m(xb)  # noqa: E731
-            logits = forward(model)
+                forward = lambda m, xb=to_device(x_all[batch]): m(xb)  # noqa: E731
+            logits, yb = forward(model), to_device(y_all[batch])
             if batch_loss is None:
-                loss = F.cross_entropy(logits, y_all[batch])
+                loss = F.cross_entropy(logits, yb)
             else:
-                loss = batch_loss(logits, y_all[batch], forward)
+                loss = batch_loss(logits, yb, forward)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             opt.zero_grad()
@@ -122,7 +126,7 @@ def setting_scores(
 
     def put(setting: str, scores: torch.Tensor, y: torch.Tensor) -> None:
         if len(y):
-            pred = scores.argmax(1)
+            pred, y = scores.argmax(1).cpu(), y.cpu()
             out[M.name(model_name, setting)] = float((pred == y).float().mean())
             out[M.count_key(setting)] = int(len(y))
             if setting == M.LOCAL_TEST:  # forgetting metrics (bouquet.metrics.track_forgetting)
@@ -132,7 +136,7 @@ def setting_scores(
 
     if isinstance(data, ArrayClientData):
         xt = torch.from_numpy(data.x_test)
-        scores = torch.cat([predict(xt[i : i + 1024]) for i in range(0, len(xt), 1024)]) if len(xt) else xt
+        scores = torch.cat([predict(to_device(xt[i : i + 1024])) for i in range(0, len(xt), 1024)]) if len(xt) else xt
         put(M.LOCAL_TEST, scores, torch.from_numpy(data.y_test))
         return out
     seen = predict(data.x, data.edge_index)
@@ -154,10 +158,11 @@ def module_predictor(model: nn.Module) -> Predictor:
 
 @torch.no_grad()
 def predict_arrays(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of ``model`` on any array input, in batches (e.g. the global test set)."""
+    """Logits of ``model`` on any array input, in batches on the device (e.g. the global test
+    set); returned on the CPU."""
     model.eval()
     xt = torch.from_numpy(x)
-    return torch.cat([model(xt[i : i + batch_size]) for i in range(0, len(xt), batch_size)])
+    return torch.cat([model(to_device(xt[i : i + batch_size])) for i in range(0, len(xt), batch_size)]).cpu()
 
 
 def evaluate_arrays(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> EvalResult:

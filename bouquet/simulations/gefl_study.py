@@ -35,6 +35,7 @@ from bouquet import checkpoint
 from bouquet.clients.base import arrays_to_model
 from bouquet.config import RunConfig, data_spec
 from bouquet.datasets import data_root, load_dataset
+from bouquet.device import to_device
 from bouquet.models.generators import to_unit
 from bouquet.models.hetero import to_side
 from bouquet.registry import get_method
@@ -42,11 +43,12 @@ from bouquet.seeding import derive_seed
 
 
 def _client_train(cfg: RunConfig, spec, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Client k's training images exactly as a run gives them (partition, local split, data-fraction)."""
+    """Client k's training images exactly as a run gives them (partition, local split, data-fraction),
+    on the device."""
     from bouquet.clients.base import ClientCall  # noqa: PLC0415
 
     data = ClientCall(cid=k, num_partitions=spec.num_partitions, server_round=1, run=cfg, arrays={}).data
-    return to_side(torch.from_numpy(data.x_train)), torch.from_numpy(data.y_train).long()
+    return to_device(to_side(torch.from_numpy(data.x_train))), to_device(torch.from_numpy(data.y_train).long())
 
 
 def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: int, seed: int) -> list[dict]:
@@ -57,8 +59,8 @@ def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: in
     bundle = arrays_to_model(get_method(cfg.method).model(cfg, dataset), ckpt.arrays)
     gen = bundle.gen.eval()
     clients = {k: _client_train(cfg, spec, k) for k in range(10)}
-    x_test = to_side(torch.from_numpy(dataset.x_test))
-    y_test = torch.from_numpy(dataset.y_test).long()
+    x_test = to_device(to_side(torch.from_numpy(dataset.x_test)))
+    y_test = to_device(torch.from_numpy(dataset.y_test).long())
     rows = []
     for k in archs:
         others_x = torch.cat([clients[j][0] for j in clients if j != k])
@@ -67,7 +69,7 @@ def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: in
         x, y = clients[k]
         for variant in ("none", "generator", "oracle"):
             torch.manual_seed(derive_seed(seed, "gefl-study", k))  # the same initial net for every variant
-            net = get_method("hetero-fedavg").model(cfg, dataset).arch(k)
+            net = to_device(get_method("hetero-fedavg").model(cfg, dataset).arch(k))
             rng = torch.Generator().manual_seed(derive_seed(seed, "gefl-study-data", k, variant))
             start = time.perf_counter()
             for _ in range(rounds):
@@ -75,7 +77,7 @@ def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: in
                 if variant != "none":
                     opt = torch.optim.SGD(net.parameters(), lr=cfg.learning_rate)
                     for _ in range(max(len(y) // cfg.batch_size, 1)):
-                        labels = torch.randint(0, 10, (cfg.batch_size,), generator=rng)
+                        labels = to_device(torch.randint(0, 10, (cfg.batch_size,), generator=rng))
                         if variant == "generator":
                             with torch.no_grad():
                                 batch = to_unit(gen.sample(labels), gen.data_range)
