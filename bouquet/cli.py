@@ -80,7 +80,7 @@ def _run(ns: argparse.Namespace) -> int:
 
     if _no_ray_cluster("run", ns.ray_address):
         return 2
-    from bouquet.preflight import PreflightError, check_run  # noqa: PLC0415
+    from bouquet.preflight import PreflightError, check_run, slots  # noqa: PLC0415
 
     try:
         overrides = _parse_overrides(ns.run_config)
@@ -88,6 +88,10 @@ def _run(ns: argparse.Namespace) -> int:
         for key, env in (("data-dir", "BOUQUET_DATA"), ("output-dir", "BOUQUET_OUTPUT")):
             if key not in overrides and os.environ.get(env):
                 overrides[key] = os.path.abspath(os.path.expanduser(os.environ[env]))
+        if ns.num_clients is not None:
+            overrides["num-clients"] = ns.num_clients
+        if ns.num_supernodes is None:  # logical clients: one SuperNode per parallel slot serves them all
+            ns.num_supernodes = slots(ns.cpus_per_client) if overrides.get("num-clients") else 3
         # on a Ray cluster its nodes, not this machine, must fit a client (Ray refuses a run none fits)
         machine = (ns.cpus_per_client, ns.gpus_per_client) if ns.ray_address is None else (1, 0.0)
         cfg = check_run(overrides, ns.num_supernodes, *machine)
@@ -97,7 +101,9 @@ def _run(ns: argparse.Namespace) -> int:
     from bouquet.results import output_root  # noqa: PLC0415
     from bouquet.simulations.launch import launch  # noqa: PLC0415
 
-    print(f"[bouquet] checked: {cfg.method} on {cfg.dataset} ({cfg.partitioner}, {ns.num_supernodes} clients, "
+    who = (f"{cfg.num_clients} logical clients on {ns.num_supernodes} SuperNodes" if cfg.num_clients
+           else f"{ns.num_supernodes} clients")
+    print(f"[bouquet] checked: {cfg.method} on {cfg.dataset} ({cfg.partitioner}, {who}, "
           f"{cfg.num_server_rounds} rounds, seed {cfg.seed}); results under {output_root(cfg)}", flush=True)
     if ns.check:
         return 0
@@ -153,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-config", action="append", metavar="'KEY=VALUE ...' | FILE.toml",
                      help="run-config overrides in Flower's syntax (strings in quotes), or a TOML file; "
                      "repeatable, later wins; keys: `bouquet list keys`")
-    run.add_argument("--num-supernodes", type=int, default=3, help="number of simulated clients (default 3)")
+    run.add_argument("--num-supernodes", type=int, default=None,
+                     help="simulated SuperNodes (default 3, one per client; with --num-clients: one per parallel slot)")
+    run.add_argument("--num-clients", type=int, default=None,
+                     help="logical clients served in batches by the SuperNodes (run-config num-clients; "
+                     "simulation only), e.g. 1000000 with partitioner=iid-draw")
     run.add_argument("--cpus-per-client", type=int, default=1,
                      help="CPU cores per client (default 1: as many parallel clients as cores)")
     run.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU share per client (needs a CUDA GPU)")

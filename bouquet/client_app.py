@@ -9,7 +9,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from bouquet import adversary, client_state
+from bouquet import adversary, client_state, multiplex
 from bouquet.clients.base import Arrays, ClientCall, ClientReply
 from bouquet.config import RunConfig
 from bouquet.federation import NUM_PARTITIONS
@@ -103,7 +103,8 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
     context.state[memory_key] = to_record(memory)
     if where is not None:
         client_state.save(where, call.server_round,
-                          {part: _to_numpy(context.state.get(state_key(cid, part))) for part in PARTS})
+                          {part: _to_numpy(context.state.get(state_key(cid, part))) for part in PARTS},
+                          session=int(config.get(client_state.SESSION, 0)))
     metrics = MetricRecord({**scores, PARTITION_ID: cid})
     content = RecordDict({"metrics": metrics})
     if step == "train":
@@ -134,11 +135,54 @@ def dp_clipping_mod(msg: Message, context: Context, call_next) -> Message:
     return fixedclipping_mod(msg, context, call_next)
 
 
-@app.train(mods=[dp_clipping_mod])
+def _one_client(msg: Message, context: Context, step: str) -> Message:
+    if step == "train":
+        return dp_clipping_mod(msg, context, lambda m, c: _handle(m, c, step))
+    return _handle(msg, context, step)
+
+
+def _batch(msg: Message, context: Context, step: str) -> Message:
+    """A batch of logical clients (``bouquet.multiplex``): each runs as if alone on a node, with
+    a fresh Context whose state is its own from the store; one client's failure is its own."""
+    if _data_path(context):
+        raise ValueError("this SuperNode holds one institution's data (node-config data-path): it serves no "
+                         "batch of logical clients; num-clients (multiplexing) is for simulation only")
+    cfg = RunConfig.from_run_config(context.run_config)
+    out = []
+    for cid, content in multiplex.unpack(msg.content):
+        try:
+            if not 0 <= cid < cfg.num_clients:
+                raise ValueError(f"client id {cid} is outside num-clients={cfg.num_clients}")
+            config = dict(content["config"]) if "config" in content else {}
+            node = {**context.node_config, "partition-id": cid, "num-partitions": cfg.num_clients}
+            node.pop("model-arch", None)  # a worker is no site: the architecture follows the client id
+            own = Context(run_id=context.run_id, node_id=context.node_id, node_config=node, state=RecordDict(),
+                          run_config=context.run_config)
+            where = _state_folder(own, cfg, cid, config)
+            if where is None:
+                raise ValueError("the server named no experiment (state-key): a logical client has no state store")
+            stored = client_state.load_current(where, int(config.get("server-round", 0)),
+                                               int(config.get(client_state.RESUMED_AFTER, 0)),
+                                               int(config.get(client_state.SESSION, 0)))
+            for part, arrays in stored.items():
+                own.state[state_key(cid, part)] = to_record(arrays)
+            own.state[state_key(cid, "restored")] = ConfigRecord({"round": -1})  # loaded above
+            reply = _one_client(Message(content, metadata=msg.metadata), own, step)
+            out.append((cid, reply.content, ""))
+        except Exception as exc:  # noqa: BLE001 (one client's failure must not sink its batch)
+            out.append((cid, None, f"{type(exc).__name__}: {exc}"))
+    return Message(multiplex.pack_replies(out), reply_to=msg)
+
+
+@app.train()
 def train(msg: Message, context: Context) -> Message:
-    return _handle(msg, context, "train")
+    if multiplex.MUX in msg.content:
+        return _batch(msg, context, "train")
+    return _one_client(msg, context, "train")
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    if multiplex.MUX in msg.content:
+        return _batch(msg, context, "evaluate")
     return _handle(msg, context, "evaluate")

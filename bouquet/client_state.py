@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
-STATE_KEY, RESUMED_AFTER = "state-key", "resumed-after"
+STATE_KEY, RESUMED_AFTER, SESSION = "state-key", "resumed-after", "session"  # session: the Flower run id
 KEEP = 2
 _SNAPSHOT = re.compile(r"r(\d+)\.npz")
 _SEP = "|"  # record name | array name (array names may contain dots and slashes)
+_SESSION = f"{_SEP}session"  # no record is named "": the run that wrote the snapshot
 
 
 def folder(state_dir: str, output_root: Path, state_key: str, cid: int) -> Path:
@@ -41,10 +42,12 @@ def _snapshots(where: Path) -> dict[int, Path]:
     return {int(m.group(1)): p for p in where.iterdir() if (m := _SNAPSHOT.fullmatch(p.name))}
 
 
-def save(where: Path, server_round: int, records: dict[str, Arrays]) -> None:
-    """Write this round's snapshot (atomically: a kill mid-write keeps the older ones)."""
+def save(where: Path, server_round: int, records: dict[str, Arrays], session: int = 0) -> None:
+    """Write this round's snapshot (atomically: a kill mid-write keeps the older ones), marked
+    with the run (``session``) that wrote it."""
     where.mkdir(parents=True, exist_ok=True)
     flat = {f"{name}{_SEP}{k}": v for name, arrays in records.items() for k, v in arrays.items()}
+    flat[_SESSION] = np.asarray(session, dtype=np.uint64)  # Flower run ids are unsigned 64-bit
     target = where / f"r{server_round:05d}.npz"
     tmp = target.with_name(target.name + ".tmp")
     with tmp.open("wb") as f:
@@ -60,9 +63,30 @@ def load(where: Path, up_to_round: int) -> tuple[int, dict[str, Arrays]] | None:
     if not usable:
         return None
     rnd = max(usable)
+    return rnd, _read(where / f"r{rnd:05d}.npz")[1]
+
+
+def _read(path: Path) -> tuple[int, dict[str, Arrays]]:
     records: dict[str, Arrays] = {}
-    with np.load(where / f"r{rnd:05d}.npz", allow_pickle=False) as z:
+    with np.load(path, allow_pickle=False) as z:
+        session = int(z[_SESSION]) if _SESSION in z.files else 0
         for flat in z.files:
             name, _, key = flat.partition(_SEP)
-            records.setdefault(name, {})[key] = z[flat]
-    return rnd, records
+            if flat != _SESSION:
+                records.setdefault(name, {})[key] = z[flat]
+    return session, records
+
+
+def load_current(where: Path, server_round: int, resumed_after: int, session: int) -> dict[str, Arrays]:
+    """A logical client's records as this run left them (``bouquet.multiplex``: any SuperNode
+    may serve it): its newest snapshot of a round ≤ ``server_round`` that is either from the
+    checkpointed part of the run (≤ ``resumed_after``) or written by this very run; snapshots
+    of rounds a crashed run never completed are skipped. {} for a client never seen."""
+    for rnd in sorted((r for r in _snapshots(where) if r <= server_round), reverse=True):
+        try:
+            written_by, records = _read(where / f"r{rnd:05d}.npz")
+        except FileNotFoundError:  # pruned by a newer save meanwhile
+            continue
+        if rnd <= resumed_after or written_by == session:
+            return records
+    return {}

@@ -39,6 +39,10 @@ class RunConfig:
     dirichlet_alpha: float = field(default=0.5, metadata=_range(0.0, None, lo_open=True))
     classes_per_client: int = field(default=2, metadata=_range(1))
     min_partition_size: int = field(default=2, metadata=_range(2))  # dirichlet: least samples per client
+    examples_per_client: int = field(default=60, metadata=_range(2))  # iid-draw: rows each client draws
+    # Logical clients (simulation): 0 = one SuperNode per client; N = clients 0..N-1 served in batches by
+    # however many SuperNodes run (bouquet.multiplex), their state in a store keyed by client id
+    num_clients: int = field(default=0, metadata=_range(0, 100_000_000))
     num_server_rounds: int = field(default=20, metadata=_range(1))
     fraction_train: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
     fraction_evaluate: float = field(default=1.0, metadata=_range(0.0, 1.0))
@@ -245,4 +249,5 @@ def data_spec(cfg: RunConfig, num_partitions: int):
         unseen_fraction=cfg.graph_unseen_fraction,
         min_partition_size=cfg.min_partition_size,
         missing_classes=cfg.graph_missing_classes,
+        examples_per_client=cfg.examples_per_client,
     )

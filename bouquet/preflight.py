@@ -71,6 +71,11 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def slots(cpus_per_client: Any = 1) -> int:
+    """Clients Ray can train at once here: usable cores // cores per client (at least 1)."""
+    return max(usable_cpus() // cpus_per_client, 1) if isinstance(cpus_per_client, int) and cpus_per_client > 0 else 1
+
+
 def check_federation(num_supernodes: int, cpus_per_client: Any, gpus_per_client: float) -> None:
     """The simulated federation fits this machine (Ray would otherwise wait or fail mid-run)."""
     if not isinstance(num_supernodes, int) or num_supernodes < 1:
@@ -111,9 +116,10 @@ def check_run(overrides: dict[str, Any], num_supernodes: int, cpus_per_client: A
         cfg = RunConfig.from_run_config(overrides)
     except ConfigError as exc:
         raise PreflightError(str(exc)) from None
+    clients = cfg.num_clients or num_supernodes  # logical clients (bouquet.multiplex), else one per SuperNode
     try:
-        check_spec(data_spec(cfg, num_supernodes))
-        cfg.check_federation(num_supernodes)
+        check_spec(data_spec(cfg, clients))
+        cfg.check_federation(clients)
     except ValueError as exc:
         raise PreflightError(str(exc)) from None
     check_data(cfg.dataset, cfg.data_dir)

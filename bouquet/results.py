@@ -253,15 +253,21 @@ def partition_counts(spec: DataSpec) -> list[tuple[str, np.ndarray]]:
     return [(n, np.bincount(labels[p], minlength=data.num_classes)) for n, p in zip(names, parts, strict=True)]
 
 
+FIGURE_MAX_CLIENTS = 200  # more bars than a person can read: the CSV only
+
+
 def write_partition(spec: DataSpec, run_dir: Path) -> list[tuple[str, np.ndarray]]:
     """``partition.csv`` (client, class, count) and ``partition.png``: stacked bars of samples
-    per class for each client, the label skew a reader needs to judge every other number.
+    per class for each client (up to FIGURE_MAX_CLIENTS), the label skew a reader needs to
+    judge every other number.
     Returns the counts (``partition_counts``)."""
     counts = partition_counts(spec)
     with (Path(run_dir) / "partition.csv").open("w", newline="") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow(("client", "class", "count"))
         out.writerows((client, c, int(n)) for client, row in counts for c, n in enumerate(row))
+    if len(counts) > FIGURE_MAX_CLIENTS:
+        return counts
     plt = _pyplot()
     num_classes = len(counts[0][1])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(counts) + 3), 4.0))

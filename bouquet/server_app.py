@@ -20,11 +20,13 @@ from bouquet import metrics as M
 from bouquet.clients.base import arrays_to_model
 from bouquet.clients.training import predict_arrays
 from bouquet.config import ConfigError, RunConfig, data_spec
-from bouquet.datasets import (GRAPH_DATASETS, DataFileError, DataSpec, check_spec, client_data, data_root, global_test,
+from bouquet.datasets import (DRAWN, GRAPH_DATASETS, DataFileError, DataSpec, UniformSizes, check_spec,
+                              client_data, data_root, global_test,
                               global_test_is_users_data,
                               load_dataset, new_client_graph)
 from bouquet.device import to_device, to_numpy
 from bouquet.federation import ClientDirectory, discover_clients
+from bouquet.multiplex import LogicalDirectory, MultiplexGrid
 from bouquet.models.hetero import HeteroBundle
 from bouquet.records import to_record
 from bouquet.registry import get_method
@@ -168,8 +170,14 @@ def main(grid: Grid, context: Context) -> None:
 def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     seed_everything(cfg.seed)
     log(INFO, "[bouquet] config valid (%s on %s); asking every SuperNode for its partition id", cfg.method, cfg.dataset)
-    clients: ClientDirectory = discover_clients(grid)
-    log(INFO, "[bouquet] %d clients answered; loading %s", clients.num_partitions, cfg.dataset)
+    clients: ClientDirectory | LogicalDirectory = discover_clients(grid)
+    if cfg.num_clients:  # logical clients served by the SuperNodes in batches (bouquet.multiplex)
+        clients = LogicalDirectory(cfg.num_clients, clients)
+        grid = MultiplexGrid(grid, clients)
+        log(INFO, "[bouquet] %d logical clients on %d SuperNodes; loading %s", cfg.num_clients,
+            len(clients.workers.partition_of), cfg.dataset)
+    else:
+        log(INFO, "[bouquet] %d clients answered; loading %s", clients.num_partitions, cfg.dataset)
     spec = data_spec(cfg, clients.num_partitions)
     check_spec(spec)  # dataset/partitioner/federation-size combinations, before round 1
     cfg.check_federation(clients.num_partitions)
@@ -193,8 +201,12 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         log(INFO, "[bouquet] resuming %s after round %d", recorder.run_dir, ckpt.round)
     log(INFO, "[bouquet] %s; results in %s", method.summary, recorder.run_dir)
     try:  # the clients' own seeded split, from labels the server already loaded (cached)
-        counts = {int(name): float(row.sum()) for name, row in write_partition(spec, recorder.run_dir) if name.isdigit()}
-        total = float(sum(counts.values()))
+        if spec.partitioner == DRAWN:  # a population never materialised: every client draws the same number
+            counts, total = UniformSizes(spec.num_partitions, spec.examples_per_client), float("inf")
+        else:
+            counts = {int(name): float(row.sum()) for name, row in write_partition(spec, recorder.run_dir)
+                      if name.isdigit()}
+            total = float(sum(counts.values()))
     except Exception as exc:  # noqa: BLE001 (a figure never stops a run)
         if cfg.dp_mode != "none":
             raise ConfigError(f"dp={cfg.dp_mode!r} needs every partition's size on the server, which failed: {exc}") from exc
@@ -219,7 +231,8 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
             dict(evaluator.previous), list(recorder.rejections), cfg.to_run_config()))
 
     # names the experiment for the clients' state snapshots (bouquet.client_state)
-    session = {client_state.STATE_KEY: recorder.run_dir.name, client_state.RESUMED_AFTER: 0 if ckpt is None else ckpt.round}
+    session = {client_state.STATE_KEY: recorder.run_dir.name, client_state.RESUMED_AFTER: 0 if ckpt is None else ckpt.round,
+               client_state.SESSION: int(run_id)}
     stopped = None
     try:
         run_rounds(strategy, grid, initial, cfg.num_server_rounds, timeout=cfg.round_timeout,

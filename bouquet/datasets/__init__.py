@@ -3,6 +3,7 @@
 from bouquet.datasets.arrays import ArrayDataset
 from bouquet.datasets.client_data import (
     ArrayClientData,
+    UniformSizes,
     DataSpec,
     GraphClientData,
     check_spec,
@@ -27,6 +28,7 @@ from bouquet.datasets.loaders import (
     load_dataset,
 )
 from bouquet.datasets.partition import (
+    DRAWN,
     PARTITIONERS,
     edge_cut,
     louvain_subgraphs,
@@ -35,6 +37,8 @@ from bouquet.datasets.partition import (
 )
 
 __all__ = [
+    "DRAWN",
+    "UniformSizes",
     "ArrayClientData",
     "ArrayDataset",
     "CHECKSUMS",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from bouquet.datasets.files import data_root
 from bouquet.datasets.graph import GraphDataset
 from bouquet.datasets.loaders import DATASETS, GROUPED_DATASETS, NUM_CLASSES, load_dataset
 from bouquet.datasets.partition import (
+    DRAWN,
     check_partitioner,
     louvain_subgraphs,
     partition_labels,
@@ -38,6 +40,7 @@ class DataSpec:
     unseen_fraction: float = 0.2  # graphs: share of a client's other nodes that arrive later
     missing_classes: int = 1  # graphs: classes per client whose nodes all arrive later
     min_partition_size: int = 2  # dirichlet: least samples per client (flwr-datasets retries)
+    examples_per_client: int = 60  # iid-draw: rows each client draws
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,6 +105,8 @@ def check_spec(spec: DataSpec) -> None:
             f"classes-per-client={spec.classes_per_client} is out of range for "
             f"dataset={spec.dataset!r}: use 1..{num_classes}"
         )
+    if spec.partitioner == DRAWN and spec.examples_per_client < 2:
+        raise ValueError(f"examples-per-client must be >= 2 (a local train and test row), got {spec.examples_per_client}")
     if spec.partitioner == "natural":
         exact = _EXACT_NATURAL.get(spec.dataset)
         if exact is not None and spec.num_partitions != exact:
@@ -193,6 +198,11 @@ def partition_indices(spec: DataSpec) -> tuple[np.ndarray, ...]:
 def _partitions(spec: DataSpec, root: str) -> tuple[np.ndarray, ...]:
     """Partition of the whole train pool (graph: node set); shared by all clients of a spec."""
     data = load_dataset(spec.dataset, root)
+    if spec.partitioner == DRAWN:
+        if spec.num_partitions > DRAWN_LISTED:
+            raise ValueError(f"partitioner={DRAWN!r} with {spec.num_partitions} clients: every client's rows "
+                             f"are drawn when it is asked for; listing them all is refused above {DRAWN_LISTED:,}")
+        return tuple(_drawn(spec, data, pid) for pid in range(spec.num_partitions))
     if isinstance(data, GraphDataset) and spec.partitioner == "louvain":
         parts = louvain_subgraphs(data.edge_index, data.num_nodes, spec.num_partitions, spec.seed)
     else:
@@ -216,10 +226,41 @@ def _rng(spec: DataSpec, partition_id: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, partition_id])
 
 
-@functools.lru_cache(maxsize=None)
+DRAWN_LISTED = 10_000  # iid-draw: above this many clients nobody lists them all (figures, size tables)
+
+
+class UniformSizes(Mapping):
+    """Every client's size where all are the same (iid-draw): a million entries, none stored."""
+
+    def __init__(self, num: int, size: float) -> None:
+        self.num, self.size = num, float(size)
+
+    def __getitem__(self, pid: int) -> float:
+        if not 0 <= pid < self.num:
+            raise KeyError(pid)
+        return self.size
+
+    def __iter__(self):
+        return iter(range(self.num))
+
+    def __len__(self) -> int:
+        return self.num
+
+
+def _drawn(spec: DataSpec, data: ArrayDataset, partition_id: int) -> np.ndarray:
+    """iid-draw: this client's rows, from its own seed stream (no other client is computed)."""
+    n = len(data.y_train)
+    rng = np.random.default_rng([spec.seed, partition_id, 0xD7A])  # not _rng's stream: that one splits the rows
+    return np.sort(rng.choice(n, size=min(spec.examples_per_client, n), replace=False)).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=4096)  # a population of a million: only the clients seen lately stay
 def _client_data(spec: DataSpec, partition_id: int, root: str) -> ArrayClientData | GraphClientData:
     data = load_dataset(spec.dataset, root)
-    nodes = _partitions(spec, root)[partition_id]
+    if spec.partitioner == DRAWN:
+        nodes = _drawn(spec, data, partition_id)
+    else:
+        nodes = _partitions(spec, root)[partition_id]
     if isinstance(data, GraphDataset):
         return _graph_client(data, nodes, _rng(spec, partition_id), spec=spec)
     train_idx, test_idx = _local_split(data.y_train, nodes, _rng(spec, partition_id))

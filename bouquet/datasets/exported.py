@@ -50,6 +50,7 @@ SPEC_KEYS = {
     "unseen_fraction": "graph-unseen-fraction",
     "missing_classes": "graph-missing-classes",
     "min_partition_size": "min-partition-size",
+    "examples_per_client": "examples-per-client",
 }
 
 
@@ -189,7 +190,8 @@ def read_manifest(folder: Path) -> dict:
 
 def check_manifest(manifest: dict, spec: DataSpec, partition_id: int, folder: Path) -> None:
     """Raise naming the first run/node-config key whose value differs from the export's."""
-    exported = manifest["spec"] | {"partition_id": manifest["partition_id"]}
+    defaults = {f.name: f.default for f in dataclasses.fields(DataSpec)}  # fields newer than the manifest
+    exported = defaults | manifest["spec"] | {"partition_id": manifest["partition_id"]}
     wanted = dataclasses.asdict(spec) | {"partition_id": partition_id}
     for field, key in [*SPEC_KEYS.items(), ("partition_id", "partition-id")]:
         if exported.get(field) != wanted[field]:

@@ -23,6 +23,8 @@ DATASETS: tuple[str, ...] = GRAPH_DATASETS + (
 )
 # Datasets with natural groups (hospital, speaker) usable by the natural partitioner.
 GROUPED_DATASETS: tuple[str, ...] = ("heart-disease", "tinyshakespeare")
+# Image datasets with an official test split (the server scores on it whatever the clients hold).
+OFFICIAL_TEST_DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10")
 
 # Known without decoding, so config validation stays cheap (a test pins these).
 NUM_CLASSES: dict[str, int] = {

@@ -11,9 +11,13 @@ import warnings
 
 import numpy as np
 
-from bouquet.datasets.loaders import DATASETS, GRAPH_DATASETS, GROUPED_DATASETS
+from bouquet.datasets.loaders import DATASETS, GRAPH_DATASETS, GROUPED_DATASETS, OFFICIAL_TEST_DATASETS
 
-PARTITIONERS: tuple[str, ...] = ("iid", "dirichlet", "pathological", "natural", "louvain")
+PARTITIONERS: tuple[str, ...] = ("iid", "dirichlet", "pathological", "natural", "louvain", "iid-draw")
+# iid-draw: client i draws ``examples-per-client`` rows of the pool at random, seeded by (seed, i), computed
+# only when client i is asked for: a population of any size (a million phones) that is never materialised.
+# Clients may share rows (a draw, not a partition); the server scores on the official test split.
+DRAWN = "iid-draw"
 _LABEL_PARTITIONERS = ("iid", "dirichlet", "pathological")
 # flwr-datasets retries Dirichlet sampling until every partition has this many rows;
 # 2 is the least that still allows a local train/test split.
@@ -32,6 +36,8 @@ def valid_partitioners(dataset_name: str) -> tuple[str, ...]:
         extra = ("louvain",)
     elif dataset_name in GROUPED_DATASETS:
         extra = ("natural",)
+    elif dataset_name in OFFICIAL_TEST_DATASETS:
+        extra = (DRAWN,)
     return _LABEL_PARTITIONERS + extra
 
 

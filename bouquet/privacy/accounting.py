@@ -108,10 +108,15 @@ def _step_pld(algorithm: str, sigma: float, q: float, k: int, interval: float):
     """The pessimistic PLD of one step (σ > 0) -- what ``PLDAccountant`` builds for the event."""
     from dp_accounting.pld import privacy_loss_distribution as pld  # noqa: PLC0415
 
-    if algorithm == "uls":
-        return pld.from_gaussian_mechanism(sigma, sampling_prob=q, value_discretization_interval=interval)
-    return pld.from_mixture_gaussian_mechanism(sigma, list(range(k + 1)), binomial_pmf(k, q),
-                                               value_discretization_interval=interval)
+    try:
+        if algorithm == "uls":
+            return pld.from_gaussian_mechanism(sigma, sampling_prob=q, value_discretization_interval=interval)
+        return pld.from_mixture_gaussian_mechanism(sigma, list(range(k + 1)), binomial_pmf(k, q),
+                                                   value_discretization_interval=interval)
+    except MemoryError:  # the PLD's support grows as the noise shrinks: tens of GB at σ = 0.5 with k = 8
+        raise ValueError(f"dp-noise-multiplier={sigma:g}: too little noise for the {algorithm} accountant "
+                         f"(k={k}, q={q:g}) to fit in memory; raise dp-noise-multiplier or set dp-epsilon "
+                         "so that it is calibrated") from None
 
 
 def _compose(step, steps: int, delta: float) -> float:

@@ -95,6 +95,8 @@ class PrivacyRun:
         self.evaluated_on_users = False  # set by the server when its test set is the users' own data
         self.releases = 0
         self._ledger()
+        if plan.noise_multiplier > 0:
+            self.ledger.epsilon_after(1)  # an accountant that cannot run fails here, before round 1
 
     def _ledger(self) -> None:
         p = self.plan

@@ -1,95 +1,285 @@
-"""Benchmark: the same local training in a plain single-process PyTorch loop and in a Flower
-simulation (``flwr run``, Ray), reported as ratios measured in one run.
+"""Benchmark: what a Flower simulation costs against the physical limit of this machine.
 
-Both sides call the same pure client function (``FedAvgClient.train``) with the same seeds
-and aggregate with Flower's own ``aggregate_arrayrecords`` in partition order, so they do the
-same work and should reach the same global-test accuracy; the difference is Flower's cost.
+The bound is the same client function (``FedAvgClient.train``) in a plain loop run by as many
+warmed worker processes as Flower runs clients in parallel (one per slot), each round's clients
+dealt to the workers exactly as ``bouquet.multiplex`` deals them, aggregated with Flower's own
+``aggregate_arrayrecords`` in client order. Both sides use the same seeds, so the final models
+must agree (max |Δw| is reported; expect 0). Ratios come from one run, never from timed tests.
 
-    python -m bouquet.simulations.bench --clients 10 --rounds 3
+1. *Overhead*: the bound vs ``bouquet run`` with logical clients (``num-clients``, one SuperNode
+   per slot) vs one SuperNode per client; per round (median of rounds 2+) and in total.
+2. *Population*: 10², 10⁴, 10⁶ logical clients (``iid-draw``), the same number sampled a round:
+   round time and the peak PSS summed over every process of the run (SuperLink, ServerApp,
+   Ray and its workers), sampled every half second.
+
+    python -m bouquet.simulations.bench --clients 100 --rounds 5 --out docs/results/bench
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 
+# --- the bound: a plain loop on warmed worker processes ----------------------------------------
+_WORKER: dict = {}
 
-def plain_loop(run_config: dict, clients: int) -> dict:
-    """FedAvg rounds over all clients in one process; returns timings and the final score."""
-    import torch  # noqa: PLC0415 (the CLI imports this module to build its --help)
-    from tqdm import tqdm  # noqa: PLC0415
+
+def _warm(run_config: dict, clients: int) -> None:
+    """Worker start-up, outside the timed rounds: imports, one thread, the dataset decoded."""
+    import torch  # noqa: PLC0415
+
+    from bouquet.config import RunConfig, data_spec  # noqa: PLC0415
+    from bouquet.datasets import data_root, load_dataset  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    cfg = RunConfig.from_run_config(run_config)
+    load_dataset(cfg.dataset, data_root(cfg.data_dir))
+    _WORKER.update(cfg=cfg, clients=clients)
+
+
+def _train_batch(job: tuple[int, list[int], dict]) -> list[tuple[int, dict, float]]:
+    from bouquet.clients.base import ClientCall  # noqa: PLC0415
+    from bouquet.clients.fedavg import FedAvgClient  # noqa: PLC0415
+
+    rnd, cids, arrays = job
+    cfg, out = _WORKER["cfg"], []
+    for cid in cids:
+        call = ClientCall(cid=cid, num_partitions=_WORKER["clients"], server_round=rnd, run=cfg, arrays=arrays,
+                          config={"lr": cfg.learning_rate, "server-round": rnd})
+        reply = FedAvgClient().train(call)
+        out.append((cid, reply.arrays, float(reply.metrics["num-examples"])))
+    return out
+
+
+def bound(run_config: dict, clients: int, workers: int) -> dict:
+    """FedAvg rounds over ``clients`` sampled clients on ``workers`` warmed processes."""
+    import multiprocessing as mp  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
     from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict  # noqa: PLC0415
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords  # noqa: PLC0415
 
-    from bouquet.clients.base import ClientCall, arrays_to_model  # noqa: PLC0415
-    from bouquet.clients.fedavg import FedAvgClient  # noqa: PLC0415
+    from bouquet.clients.base import arrays_to_model  # noqa: PLC0415
     from bouquet.clients.training import evaluate_arrays  # noqa: PLC0415
     from bouquet.config import RunConfig, data_spec  # noqa: PLC0415
-    from bouquet.datasets import client_data, data_root, global_test, load_dataset  # noqa: PLC0415
+    from bouquet.datasets import data_root, global_test, load_dataset  # noqa: PLC0415
     from bouquet.models import build_model  # noqa: PLC0415
+    from bouquet.multiplex import assign  # noqa: PLC0415
     from bouquet.seeding import seed_everything  # noqa: PLC0415
 
     t0 = time.monotonic()
-    torch.set_num_threads(1)
     cfg = RunConfig.from_run_config(run_config)
-    spec = data_spec(cfg, clients)
+    population = cfg.num_clients or clients
     dataset = load_dataset(cfg.dataset, data_root(cfg.data_dir))
-    for cid in range(clients):
-        client_data(spec, cid)
     seed_everything(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build_model(dataset)
-    arrays = {k: v.numpy().copy() for k, v in model.state_dict().items()}
-    startup = time.monotonic() - t0
-    logic, rounds = FedAvgClient(), []
-    bar = tqdm(total=cfg.num_server_rounds * clients, desc="plain loop", unit="client")
-    for rnd in range(1, cfg.num_server_rounds + 1):
-        t = time.monotonic()
-        replies = []
-        for cid in range(clients):
-            bar.update()
-            call = ClientCall(cid=cid, num_partitions=clients, server_round=rnd, run=cfg, arrays=arrays,
-                              config={"lr": cfg.learning_rate, "server-round": rnd})
-            out = logic.train(call)
-            replies.append(RecordDict({
-                "arrays": ArrayRecord({k: Array(v) for k, v in out.arrays.items()}),
-                "metrics": MetricRecord({"num-examples": out.metrics["num-examples"]}),
-            }))
-        agg = aggregate_arrayrecords(replies, "num-examples")
-        arrays = {k: v.numpy() for k, v in agg.items()}
-        rounds.append(time.monotonic() - t)
-    bar.close()
-    test = global_test(spec)
-    score = evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test).accuracy if test else float("nan")
-    return {"startup_s": startup, "round_s": rounds, "total_s": time.monotonic() - t0, "final_global_test": score}
+    arrays = {k: v.numpy().copy() for k, v in build_model(dataset).state_dict().items()}
+    rounds = []
+    with mp.get_context("spawn").Pool(workers, initializer=_warm, initargs=(run_config, population)) as pool:
+        pool.map(time.sleep, [0.0] * workers)  # every worker warmed before round 1
+        startup = time.monotonic() - t0
+        for rnd in range(1, cfg.num_server_rounds + 1):
+            t = time.monotonic()
+            cids = list(range(clients))  # fraction-train 1 (the overhead part) samples everyone
+            jobs = [(rnd, batch, arrays) for batch in assign(cids, list(range(workers)), rnd).values()]
+            replies = sorted((r for batch in pool.map(_train_batch, jobs) for r in batch), key=lambda r: r[0])
+            agg = aggregate_arrayrecords([RecordDict({
+                "arrays": ArrayRecord({k: Array(v) for k, v in a.items()}),
+                "metrics": MetricRecord({"num-examples": n})}) for _, a, n in replies], "num-examples")
+            arrays = {k: v.numpy() for k, v in agg.items()}
+            test = global_test(data_spec(cfg, population))
+            evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test)  # the server's evaluation too
+            rounds.append(time.monotonic() - t)
+    test = global_test(data_spec(cfg, population))
+    score = evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test).accuracy
+    return {"startup_s": startup, "round_s": rounds, "total_s": time.monotonic() - t0, "final_global_test": score,
+            "arrays": arrays}
 
 
-def flower_run(run_config: dict, clients: int, out_dir: Path) -> dict:
-    from bouquet.simulations.launch import launch  # noqa: PLC0415
+# --- Flower, with every process of the run measured ----------------------------------------
+class PssMonitor:
+    """Peak of the summed PSS (proportional set size: shared pages split between sharers) of a
+    process and all its descendants, sampled every ``every_s`` seconds in a thread."""
+
+    def __init__(self, pid_of, every_s: float = 0.5) -> None:
+        self.pid_of, self.every_s, self.peak, self.samples = pid_of, every_s, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> PssMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        import psutil  # noqa: PLC0415
+
+        while not self._stop.wait(self.every_s):
+            pid = self.pid_of()
+            if pid is None:
+                continue
+            try:
+                root = psutil.Process(pid)
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            total = 0
+            for proc in tree:
+                try:
+                    total += proc.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak, self.samples = max(self.peak, total), self.samples + 1
+
+
+def flower(run_config: dict, num_supernodes: int, out_dir: Path) -> dict:
+    """One ``bouquet run``-equivalent on a private SuperLink; timings, final model, peak PSS."""
+    from bouquet import checkpoint  # noqa: PLC0415
+    from bouquet.simulations.launch import SuperLink, launch  # noqa: PLC0415
 
     t0 = time.monotonic()
-    result = launch({**run_config, "output-dir": str(out_dir), "fraction-evaluate": 0.0},
-                    num_supernodes=clients, echo=False)
+    with SuperLink(say=lambda *_: None) as link, PssMonitor(lambda: link.proc.pid if link.proc else None) as pss:
+        result = launch({**run_config, "output-dir": str(out_dir)}, num_supernodes=num_supernodes, echo=False,
+                        superlink=link)
     total = time.monotonic() - t0
     if not result.ok:
-        raise RuntimeError(f"flower run failed ({result.status}):\n{result.output[-3000:]}")
-    summary = json.loads(next(out_dir.glob("*/summary.json")).read_text())
+        raise RuntimeError(f"flower run failed ({result.status}): {result.reason}\n{result.output[-3000:]}")
+    run_dir = next(out_dir.glob("*/summary.json")).parent
+    summary = json.loads((run_dir / "summary.json").read_text())
     rounds = [summary["round_seconds"][k] for k in sorted(summary["round_seconds"], key=int)]
-    return {"round_s": rounds, "total_s": total, "final_global_test": summary["final"].get("global_model@global_test")}
+    return {"round_s": rounds, "total_s": total, "final_global_test": summary["final"].get("global_model@global_test"),
+            "peak_pss_bytes": pss.peak, "pss_samples": pss.samples, "arrays": checkpoint.load(run_dir).arrays}
+
+
+def _later(xs: list[float]) -> float:
+    return statistics.median(xs[1:] if len(xs) > 1 else xs)
+
+
+def _max_dw(a: dict, b: dict) -> float:
+    import numpy as np  # noqa: PLC0415
+
+    return max(float(np.max(np.abs(np.asarray(a[k], dtype=np.float64) - np.asarray(b[k], dtype=np.float64))))
+               for k in a)
+
+
+def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
+    base = {"method": "fedavg", "dataset": args.dataset, "partitioner": args.partitioner, "seed": 0,
+            "num-server-rounds": args.rounds, "fraction-evaluate": 0.0}
+    print(f"[bench] bound: {args.clients} clients x {args.rounds} rounds on {workers} warmed processes ...", flush=True)
+    plain = bound(base, args.clients, workers)
+    rows = {"bound": plain}
+    print(f"[bench] flower, {args.clients} logical clients on {workers} SuperNodes ...", flush=True)
+    rows["flower-logical"] = flower({**base, "num-clients": args.clients}, workers, tmp / "logical")
+    if not args.skip_per_node:
+        print(f"[bench] flower, {args.clients} SuperNodes (one per client) ...", flush=True)
+        rows["flower-per-node"] = flower(base, args.clients, tmp / "per-node")
+    out = {}
+    for name, row in rows.items():
+        out[name] = {"round_s": row["round_s"], "median_round_s": _later(row["round_s"]), "total_s": row["total_s"],
+                     "ratio_per_round": _later(row["round_s"]) / _later(plain["round_s"]),
+                     "ratio_total": row["total_s"] / plain["total_s"],
+                     "final_global_test": row["final_global_test"],
+                     "max_abs_dw_vs_bound": _max_dw(plain["arrays"], row["arrays"]),
+                     "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None}
+    out["bound"]["startup_s"] = plain["startup_s"]
+    return {"setting": {**base, "clients": args.clients, "workers": workers}, "rows": out}
+
+
+def population(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
+    rows = {}
+    for n in args.populations:
+        print(f"[bench] population {n:,}: {args.sampled} sampled a round, {args.pop_rounds} rounds ...", flush=True)
+        cfg = {"method": "fedavg", "dataset": args.dataset, "partitioner": "iid-draw", "seed": 0,
+               "examples-per-client": args.examples, "num-clients": n, "fraction-train": args.sampled / n,
+               "fraction-evaluate": 0.0, "num-server-rounds": args.pop_rounds}
+        row = flower(cfg, workers, tmp / f"pop-{n}")
+        rows[str(n)] = {"median_round_s": _later(row["round_s"]), "round_s": row["round_s"], "total_s": row["total_s"],
+                        "peak_pss_gb": row["peak_pss_bytes"] / 2**30, "final_global_test": row["final_global_test"]}
+    first = rows[str(args.populations[0])]["median_round_s"]
+    for row in rows.values():
+        row["round_vs_smallest"] = row["median_round_s"] / first
+    return {"setting": {"sampled": args.sampled, "examples-per-client": args.examples, "workers": workers},
+            "rows": rows}
+
+
+def tables(report: dict) -> str:
+    lines = []
+    if "overhead" in report:
+        o = report["overhead"]
+        s = o["setting"]
+        lines += [f"### Overhead: FedAvg, {s['dataset']}, {s['clients']} clients, {s['num-server-rounds']} rounds, "
+                  f"{s['workers']} parallel slots", "",
+                  "| | median round (2+) | per-round ratio | total | total ratio | final accuracy | max abs dw vs bound | peak PSS |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in o["rows"].items():
+            pss = f"{r['peak_pss_gb']:.2f} GB" if r["peak_pss_gb"] else "-"
+            lines.append(f"| {name} | {r['median_round_s']:.2f} s | {r['ratio_per_round']:.3f} | {r['total_s']:.1f} s | "
+                         f"{r['ratio_total']:.3f} | {r['final_global_test']:.4f} | {r['max_abs_dw_vs_bound']:.3g} | {pss} |")
+        lines.append("")
+    if "population" in report:
+        p = report["population"]
+        lines += [f"### Population: {p['setting']['sampled']} clients sampled a round, iid-draw "
+                  f"{p['setting']['examples-per-client']} examples each", "",
+                  "| logical clients | median round (2+) | vs the smallest | peak PSS (all processes) | total |",
+                  "|---|---|---|---|---|"]
+        for n, r in p["rows"].items():
+            lines.append(f"| {int(n):,} | {r['median_round_s']:.2f} s | {r['round_vs_smallest']:.3f} | "
+                         f"{r['peak_pss_gb']:.2f} GB | {r['total_s']:.1f} s |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    if "overhead" in report:
+        rows = report["overhead"]["rows"]
+        names = list(rows)
+        axes[0].bar(names, [rows[n]["median_round_s"] for n in names], color=["grey", "tab:green", "tab:orange"][:len(names)])
+        for i, n in enumerate(names):
+            axes[0].text(i, rows[n]["median_round_s"], f"×{rows[n]['ratio_per_round']:.2f}", ha="center", va="bottom")
+        axes[0].set(ylabel="median round, rounds 2+ (s)", title="Flower vs the plain-loop bound")
+    if "population" in report:
+        rows = report["population"]["rows"]
+        ns = [int(n) for n in rows]
+        ax = axes[1]
+        ax.plot(ns, [rows[str(n)]["median_round_s"] for n in ns], "o-", color="tab:blue", label="round time")
+        ax.set(xscale="log", xlabel="logical clients", ylabel="median round (s)", title="Population (same sample a round)")
+        ax.set_ylim(bottom=0)
+        ax2 = ax.twinx()
+        ax2.plot(ns, [rows[str(n)]["peak_pss_gb"] for n in ns], "s--", color="tab:red", label="peak PSS")
+        ax2.set_ylabel("peak PSS, all processes (GB)")
+        ax2.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--clients", type=int, default=10, help="simulated clients, all trained every round (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3; ratios use rounds 2+)")
-    parser.add_argument("--dataset", default="fashion-mnist", help="any `bouquet list datasets` (default fashion-mnist)")
-    parser.add_argument("--partitioner", default="iid", help="any `bouquet list partitioners` (default iid)")
-    parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    parser.add_argument("--clients", type=int, default=100, help="clients, all trained every round (default 100)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5; per-round ratios use rounds 2+)")
+    parser.add_argument("--dataset", default="fashion-mnist", help="an image dataset (default fashion-mnist)")
+    parser.add_argument("--partitioner", default="iid", help="the overhead part's partitioner (default iid)")
+    parser.add_argument("--populations", type=lambda s: [int(x) for x in s.split(",")], default=[100, 10_000, 1_000_000],
+                        help="logical-client populations (default 100,10000,1000000; empty skips)")
+    parser.add_argument("--sampled", type=int, default=100, help="clients sampled a round in the population part")
+    parser.add_argument("--examples", type=int, default=60, help="iid-draw examples per client (population part)")
+    parser.add_argument("--pop-rounds", type=int, default=4, help="rounds per population run (default 4)")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the population part")
+    parser.add_argument("--skip-per-node", action="store_true", help="no one-SuperNode-per-client row")
+    parser.add_argument("--out", type=Path, default=None, help="folder for bench.json, bench.md, bench.png")
     return parser
 
 
@@ -99,31 +289,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_config = {"method": "fedavg", "dataset": args.dataset, "partitioner": args.partitioner,
-                  "num-server-rounds": args.rounds, "seed": 0}
-    print(f"[bench] plain loop: {args.clients} clients x {args.rounds} rounds on {args.dataset} ...", flush=True)
-    plain = plain_loop(run_config, args.clients)
-    print(f"[bench] flower simulation (flwr run, {args.clients} SuperNodes, 1 CPU each) ...", flush=True)
+    from bouquet.preflight import slots  # noqa: PLC0415
+
+    workers = slots(1)
+    report: dict = {"device": _device()}
     with tempfile.TemporaryDirectory() as tmp:
-        flower = flower_run(run_config, args.clients, Path(tmp))
-    later = slice(1, None) if args.rounds > 1 else slice(None)
-    per_round_plain = statistics.median(plain["round_s"][later])
-    per_round_flower = statistics.median(flower["round_s"][later])
-    report = {
-        "setting": {**run_config, "clients": args.clients},
-        "plain": plain,
-        "flower": flower,
-        "ratio_per_round": per_round_flower / per_round_plain,
-        "ratio_total": flower["total_s"] / plain["total_s"],
-        "same_result": math.isclose(plain["final_global_test"], flower["final_global_test"] or math.nan, rel_tol=1e-6),
-    }
-    print(f"| | plain loop (1 process) | Flower simulation | ratio |\n|---|---|---|---|\n"
-          f"| median round (rounds 2+) | {per_round_plain:.2f} s | {per_round_flower:.2f} s | {report['ratio_per_round']:.2f} |\n"
-          f"| total | {plain['total_s']:.1f} s | {flower['total_s']:.1f} s | {report['ratio_total']:.2f} |\n"
-          f"| final global_model@global_test | {plain['final_global_test']:.4f} | {flower['final_global_test']:.4f} | same: {report['same_result']} |")
+        if not args.skip_overhead:
+            report["overhead"] = overhead(args, workers, Path(tmp))
+        if args.populations:
+            report["population"] = population(args, workers, Path(tmp))
+    text = tables(report)
+    print(text)
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+        (args.out / "bench.md").write_text(f"Device: {report['device']}\n\n{text}\n")
+        plot(report, args.out / "bench.png")
     return 0
+
+
+def _device() -> str:
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ strategy (``bouquet.strategies.gate``, ``bouquet.strategies.rounds``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -55,7 +55,7 @@ class BouquetStrategy:
         )
         self.cfg, self.clients, self.recorder = cfg, clients, recorder
         self.global_arrays: ArrayRecord | None = None
-        self.max_examples: dict[int, float] = {}  # partition id -> its size, where the server knows it
+        self.max_examples: Mapping[int, float] = {}  # partition id -> its size, where the server knows it
         self.max_examples_total = float("inf")  # every sample of the dataset (bounds the count metrics)
         # 0 under DP: a round releases (noise) whatever the number of replies, a data-dependent count
         self.min_sound_replies = 0 if cfg.dp_mode != "none" else cfg.min_replies

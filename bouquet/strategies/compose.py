@@ -19,7 +19,7 @@ def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Ma
     partition sizes the server computed (they bound num-examples); ``user_sizes`` the training
     examples each user holds (they fix k and ELS's expected batch; default: ``counts``)."""
     hooks = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
-    hooks.max_examples, hooks.max_examples_total = dict(counts), total
+    hooks.max_examples, hooks.max_examples_total = counts, total  # a Mapping: a million clients need not be listed
     strategy = hooks
     if cfg.aggregator != "mean":
         from bouquet.strategies.robust import RobustAggregation  # noqa: PLC0415

@@ -6,7 +6,7 @@ recorded, and a tally of what was accepted, so the strategy only ever aggregates
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
 
 import numpy as np
@@ -28,9 +28,12 @@ class SortedGrid:
         self._grid, self._clients = grid, clients
         self._only = None if only is None else set(only)
 
-    def get_node_ids(self) -> list[int]:
+    def get_node_ids(self) -> Sequence[int]:
+        nodes = self._clients.nodes_sorted()
+        if isinstance(nodes, range):  # logical clients (bouquet.multiplex): all of them, never materialised
+            return nodes if self._only is None else sorted(n for n in self._only if n in nodes)
         live = set(self._grid.get_node_ids())
-        return [n for n in self._clients.nodes_sorted() if n in live and (self._only is None or n in self._only)]
+        return [n for n in nodes if n in live and (self._only is None or n in self._only)]
 
     def restricted(self, only: Iterable[int]) -> SortedGrid:
         return SortedGrid(self._grid, self._clients, only)

@@ -146,3 +146,27 @@ def test_too_many_louvain_clients() -> None:
 def test_partition_id_out_of_range() -> None:
     with pytest.raises(ValueError, match="num-supernodes"):
         client_data(_spec("digits", "iid", 3), 3)
+
+
+def test_iid_draw_computes_only_the_asked_client_deterministically_by_seed() -> None:
+    import importlib
+
+    cd = importlib.import_module("bouquet.datasets.client_data")  # the module (the package re-exports a function)
+
+    spec = _spec("fashion-mnist", "iid-draw", 1_000_000, examples_per_client=30)
+    last = client_data(spec, 999_999)
+    again = cd._client_data.__wrapped__(spec, 999_999, cd._root(spec))  # not the cached object: recomputed
+    rows = np.concatenate([last.train_indices, last.test_indices])
+    assert len(rows) == len(set(rows.tolist())) == 30  # without replacement inside a client
+    assert len(last.train_indices) == 24 and len(last.test_indices) == 6  # the usual 80/20 local split
+    np.testing.assert_array_equal(again.train_indices, last.train_indices)
+    other = client_data(spec, 999_998)
+    assert not np.array_equal(np.sort(rows), np.sort(np.concatenate([other.train_indices, other.test_indices])))
+    reseeded = client_data(_spec("fashion-mnist", "iid-draw", 1_000_000, examples_per_client=30, seed=1), 999_999)
+    assert not np.array_equal(reseeded.train_indices, last.train_indices)
+    pool = load_dataset("fashion-mnist", data_root())
+    np.testing.assert_array_equal(last.y_train, pool.y_train[last.train_indices])
+    with pytest.raises(ValueError, match="refused above 10,000"):
+        cd.partition_indices(spec)  # nobody lists a million clients
+    with pytest.raises(ValueError, match="examples-per-client"):
+        check_spec(_spec("fashion-mnist", "iid-draw", 10, examples_per_client=1))

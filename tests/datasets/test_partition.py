@@ -139,7 +139,8 @@ def test_valid_partitioners() -> None:
     assert set(valid_partitioners("cora")) == {"iid", "dirichlet", "pathological", "louvain"}
     assert "natural" in valid_partitioners("heart-disease")
     assert "natural" in valid_partitioners("tinyshakespeare")
-    assert set(valid_partitioners("cifar10")) == {"iid", "dirichlet", "pathological"}
+    assert set(valid_partitioners("cifar10")) == {"iid", "dirichlet", "pathological", "iid-draw"}
+    assert "iid-draw" not in valid_partitioners("digits")  # no official test split to score on
     assert all(set(valid_partitioners(d)) <= set(PARTITIONERS) for d in DATASETS)
 
 

@@ -59,3 +59,25 @@ def test_uls_auto_k_minimises_the_predicted_noise_at_the_configured_compute():
     kept = sum(min(n, p.k) for n in sizes)
     assert p.sampling_rate == pytest.approx(min(1.0, budget / kept))  # the same compute at the chosen k
     assert epsilon("uls", p.noise_multiplier, p.sampling_rate, 30, p.delta) <= 4.0
+
+
+def test_an_accountant_too_large_for_memory_is_a_config_error_before_round_one(monkeypatch):
+    """σ = 0.5 with ELS's mixture of Gaussians asks dp-accounting for a ~43 GB PLD: the run
+    must refuse at once, naming the key, not crash in its first aggregation."""
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    from bouquet.privacy import accounting
+    from bouquet.privacy.budget import PrivacyRun
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 43.3 GiB")
+
+    monkeypatch.setattr(pld, "from_mixture_gaussian_mechanism", too_big)
+    accounting._step_pld.cache_clear()
+    accounting._judged_interval.cache_clear()
+    cfg = RunConfig.from_run_config({"method": "els", "dataset": "fashion-mnist", "partitioner": "iid",
+                                     "dp-noise-multiplier": 0.5, "dp-k": 8})
+    with pytest.raises(ValueError, match="dp-noise-multiplier=0.5"):
+        PrivacyRun(plan(cfg, {0: 100, 1: 100, 2: 100}), cfg)
+    accounting._step_pld.cache_clear()
+    accounting._judged_interval.cache_clear()
