@@ -168,6 +168,7 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
+    timeline = {"serverapp_started": time.time()}  # wall clock: the bench splits a run's fixed costs with it
     seed_everything(cfg.seed)
     log(INFO, "[bouquet] config valid (%s on %s); asking every SuperNode for its partition id", cfg.method, cfg.dataset)
     clients: ClientDirectory | LogicalDirectory = discover_clients(grid)
@@ -178,6 +179,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
             len(clients.workers.partition_of), cfg.dataset)
     else:
         log(INFO, "[bouquet] %d clients answered; loading %s", clients.num_partitions, cfg.dataset)
+    timeline["clients_found"] = time.time()
     spec = data_spec(cfg, clients.num_partitions)
     check_spec(spec)  # dataset/partitioner/federation-size combinations, before round 1
     cfg.check_federation(clients.num_partitions)
@@ -234,6 +236,8 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     session = {client_state.STATE_KEY: recorder.run_dir.name, client_state.RESUMED_AFTER: 0 if ckpt is None else ckpt.round,
                client_state.SESSION: int(run_id)}
     stopped = None
+    timeline["rounds_started"] = time.time()
+    recorder.meta["timeline"] = timeline
     try:
         run_rounds(strategy, grid, initial, cfg.num_server_rounds, timeout=cfg.round_timeout,
                    train_config=ConfigRecord(session), evaluate_config=ConfigRecord(session), evaluate_fn=evaluator,

@@ -146,17 +146,25 @@ def flower(run_config: dict, num_supernodes: int, out_dir: Path) -> dict:
     from bouquet import checkpoint  # noqa: PLC0415
     from bouquet.simulations.launch import SuperLink, launch  # noqa: PLC0415
 
-    t0 = time.monotonic()
+    t0, t0w = time.monotonic(), time.time()
     with SuperLink(say=lambda *_: None) as link, PssMonitor(lambda: link.proc.pid if link.proc else None) as pss:
         result = launch({**run_config, "output-dir": str(out_dir)}, num_supernodes=num_supernodes, echo=False,
                         superlink=link)
-    total = time.monotonic() - t0
+        total = time.monotonic() - t0  # the run's status is known: its SuperLink's shutdown is not counted
+        t_stop = time.monotonic()
+    teardown = time.monotonic() - t_stop
     if not result.ok:
         raise RuntimeError(f"flower run failed ({result.status}): {result.reason}\n{result.output[-3000:]}")
     run_dir = next(out_dir.glob("*/summary.json")).parent
     summary = json.loads((run_dir / "summary.json").read_text())
     rounds = [summary["round_seconds"][k] for k in sorted(summary["round_seconds"], key=int)]
-    return {"round_s": rounds, "total_s": total, "final_global_test": summary["final"].get("global_model@global_test"),
+    line = summary.get("timeline", {})
+    fixed = {"submit_to_serverapp_s": line.get("serverapp_started", t0w) - t0w,  # SuperLink, flwr run, FAB, imports
+             "serverapp_to_clients_s": line.get("clients_found", 0) - line.get("serverapp_started", 0),  # Ray, actors
+             "clients_to_round1_s": line.get("rounds_started", 0) - line.get("clients_found", 0),  # data, model
+             "after_rounds_s": total - (line.get("rounds_started", t0w) - t0w) - sum(rounds),  # results, status
+             "superlink_stop_s": teardown}  # not in total
+    return {"round_s": rounds, "total_s": total, "fixed": fixed, "final_global_test": summary["final"].get("global_model@global_test"),
             "peak_pss_bytes": pss.peak, "pss_samples": pss.samples, "arrays": checkpoint.load(run_dir).arrays}
 
 
@@ -189,7 +197,7 @@ def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
                      "ratio_total": row["total_s"] / plain["total_s"],
                      "final_global_test": row["final_global_test"],
                      "max_abs_dw_vs_bound": _max_dw(plain["arrays"], row["arrays"]),
-                     "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None}
+                     "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None, "fixed": row.get("fixed")}
     out["bound"]["startup_s"] = plain["startup_s"]
     return {"setting": {**base, "clients": args.clients, "workers": workers}, "rows": out}
 
@@ -224,6 +232,13 @@ def tables(report: dict) -> str:
             pss = f"{r['peak_pss_gb']:.2f} GB" if r["peak_pss_gb"] else "-"
             lines.append(f"| {name} | {r['median_round_s']:.2f} s | {r['ratio_per_round']:.3f} | {r['total_s']:.1f} s | "
                          f"{r['ratio_total']:.3f} | {r['final_global_test']:.4f} | {r['max_abs_dw_vs_bound']:.3g} | {pss} |")
+        lines += ["", "Where the fixed cost goes (seconds, outside the rounds):", "",
+                  "| | submit → ServerApp | ServerApp → clients found | → round 1 | after the rounds | (SuperLink stop, not in total) |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {f['submit_to_serverapp_s']:.1f} | {f['serverapp_to_clients_s']:.1f} | "
+                  f"{f['clients_to_round1_s']:.1f} | {f['after_rounds_s']:.1f} | {f['superlink_stop_s']:.1f} |"
+                  for name, r in o["rows"].items() if (f := r.get("fixed"))]
+        lines.append(f"| bound | {o['rows']['bound']['startup_s']:.1f} (pool start and warm-up, all of it) | | | | |")
         lines.append("")
     if "population" in report:
         p = report["population"]
@@ -272,7 +287,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5; per-round ratios use rounds 2+)")
     parser.add_argument("--dataset", default="fashion-mnist", help="an image dataset (default fashion-mnist)")
     parser.add_argument("--partitioner", default="iid", help="the overhead part's partitioner (default iid)")
-    parser.add_argument("--populations", type=lambda s: [int(x) for x in s.split(",")], default=[100, 10_000, 1_000_000],
+    parser.add_argument("--populations", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+                        default=[100, 10_000, 1_000_000],
                         help="logical-client populations (default 100,10000,1000000; empty skips)")
     parser.add_argument("--sampled", type=int, default=100, help="clients sampled a round in the population part")
     parser.add_argument("--examples", type=int, default=60, help="iid-draw examples per client (population part)")
