@@ -57,3 +57,18 @@ def simulate(out_dir: Path, num_clients: int, node_config=None, **overrides) -> 
     new = set(out_dir.glob("*/summary.json")) - before  # none new: a resumed run rewrote its own
     path = max(new or set(out_dir.glob("*/summary.json")), key=lambda p: p.stat().st_mtime)
     return {**json.loads(path.read_text()), "run_dir": str(path.parent)}
+
+
+def kill_server_in_round(monkeypatch, server_round: int):
+    """Make the ServerApp die (SystemExit) when it scores ``server_round``, as a killed server
+    would after that round's training; returns a function that undoes it."""
+    real_call = sa.ServerEvaluator.__call__
+
+    def crash(self, rnd, arrays):
+        if rnd == server_round:
+            raise SystemExit(f"killed during round {server_round}")
+        return real_call(self, rnd, arrays)
+
+    monkeypatch.setattr(sa.ServerEvaluator, "__call__", crash)
+    return lambda: monkeypatch.setattr(sa.ServerEvaluator, "__call__", real_call)
+

@@ -133,22 +133,15 @@ def test_a_killed_batched_run_resumes_to_the_same_result_ignoring_state_written_
     import csv
 
     from bouquet import checkpoint
-    from bouquet import server_app as sa
+    from tests.simulation import kill_server_in_round
 
     config = {"method": "ditto", "num-server-rounds": 4, "seed": 5, "fraction-train": 0.75, **_IMAGES,
               "num-clients": 4}
     full, _ = run_in_process(tmp_path / "full", 2, **config)
-    real_call = sa.ServerEvaluator.__call__
-
-    def crash_in_round_3(self, server_round, arrays):
-        if server_round == 3:
-            raise SystemExit("killed during round 3")
-        return real_call(self, server_round, arrays)
-
-    monkeypatch.setattr(sa.ServerEvaluator, "__call__", crash_in_round_3)
+    undo = kill_server_in_round(monkeypatch, 3)
     with pytest.raises(SystemExit):
         run_in_process(tmp_path / "killed", 2, run_id=2**63 + 11, **config)
-    monkeypatch.setattr(sa.ServerEvaluator, "__call__", real_call)
+    undo()
     [run_dir] = (tmp_path / "killed").iterdir()
     assert checkpoint.load(run_dir).round == 2
     assert list(run_dir.glob("client-state/*/r00003.npz"))  # round 3 had trained someone: stale state exists

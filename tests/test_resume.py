@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from bouquet import checkpoint
-from bouquet import server_app as sa
-from tests.simulation import simulate
+from tests.simulation import kill_server_in_round, simulate
 
 CFG = {"method": "fedavg", "dataset": "digits", "partitioner": "iid", "num-server-rounds": 4, "seed": 3,
        "batch-size": 32}
@@ -27,18 +26,10 @@ def _server_final(rows, rnd=4) -> dict:
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     full = simulate(tmp_path / "full", 3, **CFG)
-
-    real_call = sa.ServerEvaluator.__call__
-
-    def crash_in_round_3(self, server_round, arrays):
-        if server_round == 3:
-            raise SystemExit("killed during round 3")
-        return real_call(self, server_round, arrays)
-
-    monkeypatch.setattr(sa.ServerEvaluator, "__call__", crash_in_round_3)
+    undo = kill_server_in_round(monkeypatch, 3)
     with pytest.raises((SystemExit, FileNotFoundError, ValueError)):
         simulate(tmp_path / "killed", 3, **CFG)  # no summary.json: the run died
-    monkeypatch.setattr(sa.ServerEvaluator, "__call__", real_call)
+    undo()
     [run_dir] = (tmp_path / "killed").iterdir()
     assert checkpoint.load(run_dir).round == 2
     assert any(r["round"] == "3" for r in _rows(run_dir))  # round 3 had begun (train rows)
