@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="overrides for every run, e.g. \"local-epochs=5\" (repeatable)")
     rep.add_argument("--ray-address", type=_ray_address, default=None, metavar="HOST:PORT",
                      help="run every simulation of the sweep on this existing Ray cluster (as for `bouquet run`)")
+    rep.add_argument("--supernode-per-client", action="store_true",
+                     help="one SuperNode per client (default: a cell with more clients than cores runs them as "
+                     "logical clients on one SuperNode per core; same numbers, less overhead)")
     rep.add_argument("--rebuild", action="store_true", help="only rebuild results.csv/table.md/plots from --out")
     rep.add_argument("--export-toml", type=Path, default=None, metavar="DIR",
                      help="run nothing: write one run-config TOML per (dataset, method, clients) cell to DIR, "
@@ -259,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ns.rebuild and _no_ray_cluster("reproduce", ns.ray_address):
             return 2
         try:
-            reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, ray_address=ns.ray_address, **subset)
+            reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, ray_address=ns.ray_address,
+                      supernode_per_client=ns.supernode_per_client, **subset)
         except PreflightError as exc:
             print(f"bouquet reproduce: error: {exc}", file=sys.stderr)
             return 2

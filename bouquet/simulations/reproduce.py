@@ -311,7 +311,19 @@ def check_sweep(preset: Preset, out: Path) -> None:
                     raise PreflightError(f"{method} on {dataset} with {k} clients: {exc}") from None
 
 
-def run_sweep(preset: Preset, out: Path, ray_address: str | None = None) -> list[dict[str, Any]]:
+def federation(k: int, per_client: bool) -> tuple[int, dict[str, Any]]:
+    """(SuperNodes, run-config additions) for a cell of ``k`` clients: logical clients on one
+    SuperNode per parallel slot (``bouquet.multiplex``; the same numbers, less per-round
+    polling), or one SuperNode per client when ``per_client`` or when k fits the slots."""
+    from bouquet.preflight import slots  # noqa: PLC0415
+
+    if per_client or k <= slots():
+        return k, {}
+    return slots(), {"num-clients": k}
+
+
+def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
+              supernode_per_client: bool = False) -> list[dict[str, Any]]:
     """Every run of the sweep through one private SuperLink (started at the first run that is
     not kept from an earlier sweep, stopped at the end); a failed run is recorded, not fatal.
     ``ray_address``: the runs join that existing Ray cluster (``launch.SuperLink``)."""
@@ -335,12 +347,13 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None) -> list
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {done[-1].parent}")
                 write_csv(results, results_csv)
                 continue
-            config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out)}
+            supernodes, logical = federation(k, supernode_per_client or ray_address is not None)
+            config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out), **logical}
             t0 = time.monotonic()
             if link is None:
                 link = SuperLink(say=tqdm.write, ray_address=ray_address)
                 link.start()
-            res = launch(config, num_supernodes=k, echo=False, superlink=link)
+            res = launch(config, num_supernodes=supernodes, echo=False, superlink=link)
             row: dict[str, Any] = {"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                    "status": res.status, "seconds": round(time.monotonic() - t0, 1)}
             summaries = sorted(run_out.glob("*/summary.json"))
@@ -562,14 +575,15 @@ def build_preset(name: str, *, quick: bool = False, seeds: int | tuple[int, ...]
 def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None, out: Path | None = None,
               datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
               clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
-              rebuild_only: bool = False, ray_address: str | None = None) -> Path:
+              rebuild_only: bool = False, ray_address: str | None = None, supernode_per_client: bool = False) -> Path:
     preset = build_preset(name, quick=quick, seeds=seeds, datasets=datasets, methods=methods, clients=clients,
                           overrides=overrides)
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
     # a subset run into a folder that holds earlier runs: results and table cover them all
     if not rebuild_only:
         check_sweep(preset, out)
-    results = [] if rebuild_only else run_sweep(preset, out, ray_address=ray_address)
+    results = [] if rebuild_only else run_sweep(preset, out, ray_address=ray_address,
+                                                 supernode_per_client=supernode_per_client)
     if rebuild_only and not (out / "runs").is_dir():
         from bouquet.preflight import PreflightError  # noqa: PLC0415
 

@@ -284,3 +284,13 @@ def test_cli_export_toml_writes_the_cells_and_rejects_a_bad_method(tmp_path, cap
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "fedkper", "--methods", "nope", "--export-toml", str(tmp_path / "x")])
     assert "method='nope' is not valid" in capsys.readouterr().err
+
+
+def test_a_cell_with_more_clients_than_cores_runs_them_as_logical_clients(monkeypatch):
+    from bouquet import preflight
+    from bouquet.simulations import reproduce as R
+
+    monkeypatch.setattr(preflight, "usable_cpus", lambda: 2)
+    assert R.federation(2, per_client=False) == (2, {})  # fits the slots: a SuperNode each
+    assert R.federation(100, per_client=False) == (2, {"num-clients": 100})
+    assert R.federation(100, per_client=True) == (100, {})
