@@ -151,3 +151,18 @@ def test_a_killed_batched_run_resumes_to_the_same_result_ignoring_state_written_
         return sorted(tuple(r.values()) for r in csv.DictReader(open(folder / "metrics.csv")))
 
     assert rows(run_dir) == rows(full)
+
+
+def test_logical_clients_in_a_real_ray_simulation(tmp_path):
+    """Flower's own message path (serialisation, SuperLink, Ray actors): 5 clients on 2 SuperNodes."""
+    import csv
+
+    from tests.simulation import simulate
+
+    summary = simulate(tmp_path, 2, method="fedavg", **{**_IMAGES, "num-server-rounds": 2, "num-clients": 5,
+                                                         "fraction-train": 0.6, "fraction-evaluate": 0.0})
+    assert summary["status"] == "completed" and summary["clients"] == 5 and not summary["rejected_updates"]
+    rows = list(csv.DictReader(open(f"{summary['run_dir']}/metrics.csv")))
+    trained = {(r["round"], r["partition_id"]) for r in rows if r["metric"] == "num-examples" and r["partition_id"]}
+    assert {rnd for rnd, _ in trained} == {"1", "2"} and len(trained) == 6  # 3 of 5 a round
+    assert {int(pid) for _, pid in trained} <= set(range(5)) and len({pid for _, pid in trained}) > 2
