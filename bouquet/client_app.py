@@ -174,15 +174,15 @@ def _batch(msg: Message, context: Context, step: str) -> Message:
     return Message(multiplex.pack_replies(out), reply_to=msg)
 
 
+def _serve(msg: Message, context: Context, step: str) -> Message:
+    return (_batch if multiplex.MUX in msg.content else _one_client)(msg, context, step)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    if multiplex.MUX in msg.content:
-        return _batch(msg, context, "train")
-    return _one_client(msg, context, "train")
+    return _serve(msg, context, "train")
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    if multiplex.MUX in msg.content:
-        return _batch(msg, context, "evaluate")
-    return _handle(msg, context, "evaluate")
+    return _serve(msg, context, "evaluate")
