@@ -90,6 +90,10 @@ def _run(ns: argparse.Namespace) -> int:
                 overrides[key] = os.path.abspath(os.path.expanduser(os.environ[env]))
         if ns.num_clients is not None:
             overrides["num-clients"] = ns.num_clients
+        if ns.num_supernodes is None and overrides.get("num-clients") and ns.ray_address:
+            raise PreflightError("--num-clients on a Ray cluster: give --num-supernodes (the cluster's parallel "
+                                 "slots; this machine's cores say nothing about it) and an output-dir every node "
+                                 "shares (the logical clients' state store)")
         if ns.num_supernodes is None:  # logical clients: one SuperNode per parallel slot serves them all
             ns.num_supernodes = slots(ns.cpus_per_client) if overrides.get("num-clients") else 3
         # on a Ray cluster its nodes, not this machine, must fit a client (Ray refuses a run none fits)

@@ -166,3 +166,22 @@ def test_logical_clients_in_a_real_ray_simulation(tmp_path):
     trained = {(r["round"], r["partition_id"]) for r in rows if r["metric"] == "num-examples" and r["partition_id"]}
     assert {rnd for rnd, _ in trained} == {"1", "2"} and len(trained) == 6  # 3 of 5 a round
     assert {int(pid) for _, pid in trained} <= set(range(5)) and len({pid for _, pid in trained}) > 2
+
+
+def test_cli_logical_clients_default_to_one_supernode_per_core_and_need_a_count_on_a_ray_cluster(capsys, tmp_path):
+    import socket
+
+    from bouquet import cli
+    from bouquet.preflight import slots
+
+    out = f"output-dir='{tmp_path}'"
+    assert cli.main(["run", "--num-clients", "1000", "--check", "--run-config",
+                     f"method='fedavg' dataset='fashion-mnist' partitioner='iid-draw' {out}"]) == 0
+    assert f"1000 logical clients on {slots()} SuperNodes" in capsys.readouterr().out  # one per core
+    with socket.socket() as head:  # something answers at the address, as a Ray head would
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        assert cli.main(["run", "--ray-address", address, "--num-clients", "1000", "--check", "--run-config",
+                         f"method='fedavg' dataset='fashion-mnist' partitioner='iid-draw' {out}"]) == 2
+    assert "give --num-supernodes" in capsys.readouterr().err
