@@ -277,6 +277,7 @@ def plot(report: dict, path: Path) -> None:
         ax2.plot(ns, [rows[str(n)]["peak_pss_gb"] for n in ns], "s--", color="tab:red", label="peak PSS")
         ax2.set_ylabel("peak PSS, all processes (GB)")
         ax2.set_ylim(bottom=0)
+        ax.legend(handles=[*ax.get_lines(), *ax2.get_lines()], loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
