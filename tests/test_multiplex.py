@@ -66,23 +66,27 @@ def test_the_population_is_a_range_never_a_list():
     assert directory.pid(0) == -1 and directory.pid(1_000_001) == -1  # a physical or forged id is nobody
 
 
-# Each registered method, tiny: 4 clients, a sample of 3 a round (seeded), 2 rounds (GeFL: its phases).
+# Each registered method, tiny: 4 clients, a sample of 3 a round (seeded), 2 rounds (GeFL: its phases);
+# the smallest data each method accepts (digits: 1,797 rows; MNIST's 2,000-image test set for the 10 CNNs).
 _IMAGES = {"dataset": "fashion-mnist", "partitioner": "iid", "data-fraction": 0.02, "batch-size": 32}
+_SMALL = {"dataset": "digits", "partitioner": "iid", "batch-size": 32}
+_HETERO = {"dataset": "mnist", "partitioner": "iid", "data-fraction": 0.05, "batch-size": 32}
 _GRAPH = {"dataset": "cora", "partitioner": "louvain"}
 _SETTINGS = {
     "fedlog": {**_GRAPH, "fedlog-pretrain-epochs": 2, "fedlog-num-proto": 4},
     "fedpub": {**_GRAPH, "fedpub-n-proxy": 2},
-    "uls": {**_IMAGES, "dp-noise-multiplier": 1.0, "dp-sampling-rate": 0.75},
-    "els": {**_IMAGES, "dp-noise-multiplier": 2.0, "dp-sampling-rate": 0.5, "dp-k": 4},
-    "gefl": {**_IMAGES, "gefl-gen-rounds": 1, "gefl-gen-epochs": 1, "gefl-gen-width": 32, "num-server-rounds": 2},
-    "gefl-f": {**_IMAGES, "gefl-fe-rounds": 1, "gefl-gen-rounds": 1, "gefl-gen-epochs": 1, "gefl-gen-width": 32,
+    "uls": {"dp-noise-multiplier": 1.0, "dp-sampling-rate": 0.75},
+    "els": {"dp-noise-multiplier": 2.0, "dp-sampling-rate": 0.5, "dp-k": 4},
+    "gefl": {"gefl-gen-rounds": 1, "gefl-gen-epochs": 1, "gefl-gen-width": 32, "num-server-rounds": 2},
+    "gefl-f": {"gefl-fe-rounds": 1, "gefl-gen-rounds": 1, "gefl-gen-epochs": 1, "gefl-gen-width": 32,
                "num-server-rounds": 3},
 }
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_computes_the_same_with_logical_clients_as_with_a_supernode_each(tmp_path, method):
-    config = {"method": method, "num-server-rounds": 2, "seed": 3, **_IMAGES, **_SETTINGS.get(method, {})}
+    data = _SMALL if "digits" in METHODS[method].datasets else _HETERO
+    config = {"method": method, "num-server-rounds": 2, "seed": 3, **data, **_SETTINGS.get(method, {})}
     if method not in ("uls", "els"):
         config["fraction-train"] = 0.75
     alone, _ = run_in_process(tmp_path / "alone", 4, **config)
@@ -135,7 +139,7 @@ def test_a_killed_batched_run_resumes_to_the_same_result_ignoring_state_written_
     from bouquet import checkpoint
     from tests.simulation import kill_server_in_round
 
-    config = {"method": "ditto", "num-server-rounds": 4, "seed": 5, "fraction-train": 0.75, **_IMAGES,
+    config = {"method": "ditto", "num-server-rounds": 4, "seed": 5, "fraction-train": 0.75, **_SMALL,
               "num-clients": 4}
     full, _ = run_in_process(tmp_path / "full", 2, **config)
     undo = kill_server_in_round(monkeypatch, 3)
@@ -159,7 +163,7 @@ def test_logical_clients_in_a_real_ray_simulation(tmp_path):
 
     from tests.simulation import simulate
 
-    summary = simulate(tmp_path, 2, method="fedavg", **{**_IMAGES, "num-server-rounds": 2, "num-clients": 5,
+    summary = simulate(tmp_path, 2, method="fedavg", **{**_SMALL, "num-server-rounds": 2, "num-clients": 5,
                                                          "fraction-train": 0.6, "fraction-evaluate": 0.0})
     assert summary["status"] == "completed" and summary["clients"] == 5 and not summary["rejected_updates"]
     rows = list(csv.DictReader(open(f"{summary['run_dir']}/metrics.csv")))
