@@ -34,7 +34,7 @@ def _warm(run_config: dict, clients: int) -> None:
     """Worker start-up, outside the timed rounds: imports, one thread, the dataset decoded."""
     import torch  # noqa: PLC0415
 
-    from bouquet.config import RunConfig, data_spec  # noqa: PLC0415
+    from bouquet.config import RunConfig  # noqa: PLC0415
     from bouquet.datasets import data_root, load_dataset  # noqa: PLC0415
 
     torch.set_num_threads(1)
