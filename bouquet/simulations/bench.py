@@ -80,7 +80,8 @@ def bound(run_config: dict, clients: int, workers: int) -> dict:
     seed_everything(cfg.seed)
     torch.manual_seed(cfg.seed)
     arrays = {k: v.numpy().copy() for k, v in build_model(dataset).state_dict().items()}
-    rounds = []
+    test = global_test(data_spec(cfg, population))  # once, as the server's evaluator holds it
+    rounds, score = [], float("nan")
     with mp.get_context("spawn").Pool(workers, initializer=_warm, initargs=(run_config, population)) as pool:
         pool.map(time.sleep, [0.0] * workers)  # every worker warmed before round 1
         startup = time.monotonic() - t0
@@ -93,11 +94,9 @@ def bound(run_config: dict, clients: int, workers: int) -> dict:
                 "arrays": ArrayRecord({k: Array(v) for k, v in a.items()}),
                 "metrics": MetricRecord({"num-examples": n})}) for _, a, n in replies], "num-examples")
             arrays = {k: v.numpy() for k, v in agg.items()}
-            test = global_test(data_spec(cfg, population))
-            evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test)  # the server's evaluation too
+            # the server's evaluation too; the last one is the final score
+            score = evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test).accuracy
             rounds.append(time.monotonic() - t)
-    test = global_test(data_spec(cfg, population))
-    score = evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test).accuracy
     return {"startup_s": startup, "round_s": rounds, "total_s": time.monotonic() - t0, "final_global_test": score,
             "arrays": arrays}
 
@@ -219,36 +218,38 @@ def population(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
             "rows": rows}
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def tables(report: dict) -> str:
     lines = []
     if "overhead" in report:
         o = report["overhead"]
         s = o["setting"]
         lines += [f"### Overhead: FedAvg, {s['dataset']}, {s['clients']} clients, {s['num-server-rounds']} rounds, "
-                  f"{s['workers']} parallel slots", "",
-                  "| | median round (2+) | per-round ratio | total | total ratio | final accuracy | max abs dw vs bound | peak PSS |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, r in o["rows"].items():
-            pss = f"{r['peak_pss_gb']:.2f} GB" if r["peak_pss_gb"] else "-"
-            lines.append(f"| {name} | {r['median_round_s']:.2f} s | {r['ratio_per_round']:.3f} | {r['total_s']:.1f} s | "
-                         f"{r['ratio_total']:.3f} | {r['final_global_test']:.4f} | {r['max_abs_dw_vs_bound']:.3g} | {pss} |")
-        lines += ["", "Where the fixed cost goes (seconds, outside the rounds):", "",
-                  "| | submit → ServerApp | ServerApp → clients found | → round 1 | after the rounds | (SuperLink stop, not in total) |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {name} | {f['submit_to_serverapp_s']:.1f} | {f['serverapp_to_clients_s']:.1f} | "
-                  f"{f['clients_to_round1_s']:.1f} | {f['after_rounds_s']:.1f} | {f['superlink_stop_s']:.1f} |"
-                  for name, r in o["rows"].items() if (f := r.get("fixed"))]
-        lines.append(f"| bound | {o['rows']['bound']['startup_s']:.1f} (pool start and warm-up, all of it) | | | | |")
+                  f"{s['workers']} parallel slots", ""]
+        lines += _table(["", "median round (2+)", "per-round ratio", "total", "total ratio", "final accuracy",
+                         "max abs dw vs bound", "peak PSS"],
+                        [[name, f"{r['median_round_s']:.2f} s", f"{r['ratio_per_round']:.3f}", f"{r['total_s']:.1f} s",
+                          f"{r['ratio_total']:.3f}", f"{r['final_global_test']:.4f}", f"{r['max_abs_dw_vs_bound']:.3g}",
+                          f"{r['peak_pss_gb']:.2f} GB" if r["peak_pss_gb"] else "-"] for name, r in o["rows"].items()])
+        lines += ["", "Where the fixed cost goes (seconds, outside the rounds):", ""]
+        keys = ("submit_to_serverapp_s", "serverapp_to_clients_s", "clients_to_round1_s", "after_rounds_s",
+                "superlink_stop_s")
+        lines += _table(["", "submit → ServerApp", "ServerApp → clients found", "→ round 1", "after the rounds",
+                         "(SuperLink stop, not in total)"],
+                        [[name, *(f"{f[k]:.1f}" for k in keys)] for name, r in o["rows"].items() if (f := r.get("fixed"))]
+                        + [["bound", f"{o['rows']['bound']['startup_s']:.1f} (pool start and warm-up, all of it)",
+                            "", "", "", ""]])
         lines.append("")
     if "population" in report:
         p = report["population"]
         lines += [f"### Population: {p['setting']['sampled']} clients sampled a round, iid-draw "
-                  f"{p['setting']['examples-per-client']} examples each", "",
-                  "| logical clients | median round (2+) | vs the smallest | peak PSS (all processes) | total |",
-                  "|---|---|---|---|---|"]
-        for n, r in p["rows"].items():
-            lines.append(f"| {int(n):,} | {r['median_round_s']:.2f} s | {r['round_vs_smallest']:.3f} | "
-                         f"{r['peak_pss_gb']:.2f} GB | {r['total_s']:.1f} s |")
+                  f"{p['setting']['examples-per-client']} examples each", ""]
+        lines += _table(["logical clients", "median round (2+)", "vs the smallest", "peak PSS (all processes)", "total"],
+                        [[f"{int(n):,}", f"{r['median_round_s']:.2f} s", f"{r['round_vs_smallest']:.3f}",
+                          f"{r['peak_pss_gb']:.2f} GB", f"{r['total_s']:.1f} s"] for n, r in p["rows"].items()])
     return "\n".join(lines)
 
 
