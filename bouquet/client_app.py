@@ -3,6 +3,9 @@ client logic (``bouquet.clients``), which never sees Flower types."""
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -11,16 +14,42 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from bouquet import adversary, client_state, multiplex
 from bouquet.clients.base import Arrays, ClientCall, ClientReply
-from bouquet.config import RunConfig
+from bouquet.config import RunConfig, data_spec
 from bouquet.federation import NUM_PARTITIONS
 from bouquet.metrics import PARTITION_ID, track_forgetting
 from bouquet.records import to_record
 from bouquet.registry import get_method
 from bouquet.results import output_root
 
-torch.set_num_threads(1)  # two Ray actors on two cores: no oversubscription
-
 app = ClientApp()
+_warming: list[threading.Thread] = []  # this process's warm-up (simulation), joined before any work
+
+
+def _client_process() -> None:
+    """One torch thread per client process (two Ray actors on two cores: no oversubscription).
+    Set when a client first works, not at import: Flower's simulation also imports this module
+    in the process that runs the ServerApp, whose evaluation should use every core."""
+    while _warming:
+        _warming.pop().join()
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def warm_up(run_config: dict, cid: int, num_partitions: int) -> None:
+    """What a simulated client's first message would otherwise pay inside round 1 (its
+    dataset decoded, the partition computed, torch's optimizer machinery imported), done while
+    the server is still setting up. A failure here is silent: the real call reports it."""
+    try:
+        torch.set_num_threads(1)
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo (~1.4 s)
+        from bouquet.datasets import client_data  # noqa: PLC0415
+
+        cfg = RunConfig.from_run_config(run_config)
+        if cfg.num_clients:  # logical clients: any id computes the partition they all share
+            cid, num_partitions = 0, cfg.num_clients
+        client_data(data_spec(cfg, num_partitions), cid)
+    except Exception:  # noqa: BLE001, S110
+        pass
 
 
 def state_key(cid: int, part: str = "client") -> str:
@@ -120,6 +149,11 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
 def query(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node holds (node ids are random per run)."""
     cid, num_partitions = _identity(context)
+    ray = sys.modules.get("ray")  # a simulated node: a Ray actor that lives for the whole run
+    if ray is not None and ray.is_initialized() and not _data_path(context) and not _warming:
+        worker = threading.Thread(target=warm_up, args=(dict(context.run_config), cid, num_partitions), daemon=True)
+        worker.start()
+        _warming.append(worker)
     return Message(RecordDict({"metrics": MetricRecord({PARTITION_ID: cid, NUM_PARTITIONS: num_partitions})}), reply_to=msg)
 
 
@@ -175,6 +209,7 @@ def _batch(msg: Message, context: Context, step: str) -> Message:
 
 
 def _serve(msg: Message, context: Context, step: str) -> Message:
+    _client_process()
     return (_batch if multiplex.MUX in msg.content else _one_client)(msg, context, step)
 
 

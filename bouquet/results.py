@@ -133,10 +133,15 @@ class RunRecorder:
 
     def round_started(self, server_round: int) -> None:
         self._round_t0[server_round] = time.monotonic()
+        if isinstance(self.meta.get("timeline"), dict):  # wall clock, for the bench's fixed-cost split
+            self.meta["timeline"].setdefault("first_round_started", time.time())
+
+    def round_elapsed(self, server_round: int) -> float:
+        return time.monotonic() - self._round_t0.get(server_round, self._t0)
 
     def round_finished(self, server_round: int) -> float:
-        start = self._round_t0.get(server_round, self._t0)
-        self.round_seconds[server_round] = time.monotonic() - start
+        """A round's wall time: its training, evaluations and checkpoint (all it costs)."""
+        self.round_seconds[server_round] = self.round_elapsed(server_round)
         return self.round_seconds[server_round]
 
     # --- end of run -------------------------------------------------------------------

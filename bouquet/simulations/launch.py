@@ -5,8 +5,11 @@ SuperLink sits on one fixed port per machine, outlives the run and leaks its cwd
 environment into later runs; runtime dependency installation would download a CUDA torch.
 So every ``bouquet run`` (or one ``bouquet reproduce`` sweep) starts a private SuperLink: its
 own Flower home in a fresh temporary folder, a free port on 127.0.0.1, a neutral cwd; runs are
-submitted to it by address, their real status is read with ``flwr ls``, and at the end only
-that SuperLink and its own descendants are stopped. Two runs on one machine (two terminals,
+submitted to it by address, their real status is read from its Control API (what ``flwr ls``
+prints), and at the end only that SuperLink and its own descendants are stopped. The app Flower
+bundles is a copy of ``pyproject.toml`` and the ``bouquet`` package staged once per SuperLink:
+``flwr run`` on the repository itself walks every file under it (the venv, results) before
+filtering, seconds per run, and a sweep's runs all use the code as it was when the sweep began. Two runs on one machine (two terminals,
 two users, a test suite beside an experiment) therefore never meet.
 
 With ``ray_address`` the simulation joins an existing Ray cluster instead of starting its own
@@ -138,6 +141,7 @@ class SuperLink:
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self._runs = 0
+        self._apps: dict[Path, Path] = {}
 
     def __enter__(self) -> SuperLink:
         self.start()
@@ -206,11 +210,59 @@ class SuperLink:
                               text=True, **kw)
 
     def status(self, run_id: int) -> tuple[str, str]:
-        return run_status(run_id, self.env, self.cwd)
+        """(status, details) of a run, from the Control API in-process; ``flwr ls`` if that fails."""
+        try:
+            return control_status(self.port, run_id)
+        except Exception:  # noqa: BLE001 (an API change in a later flwr: the CLI still says it)
+            return run_status(run_id, self.env, self.cwd)
+
+    def app(self, app_dir: Path) -> Path:
+        """``app_dir``'s Flower app staged once for this SuperLink (see the module docstring)."""
+        if app_dir not in self._apps:
+            self._apps[app_dir] = stage_app(app_dir, self.home / f"app-{len(self._apps)}")
+        return self._apps[app_dir]
 
     def run_config_file(self, run_config: dict[str, Any]) -> Path:
         self._runs += 1
         return write_run_config(self.home / f"run-config-{self._runs}.toml", run_config)
+
+
+APP_FILES = ("pyproject.toml", "README.md")  # beside the package: all a ServerApp/ClientApp reads
+
+
+def stage_app(app_dir: Path, dest: Path) -> Path:
+    """The files a FAB of ``app_dir`` needs (``APP_FILES`` and its top-level package folders,
+    without caches), copied to ``dest``."""
+    import tomllib  # noqa: PLC0415
+
+    app_dir = Path(app_dir).resolve()
+    components = tomllib.loads((app_dir / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
+    packages = sorted({ref.split(":")[0].split(".")[0] for ref in components.values()})
+    dest.mkdir(parents=True)
+    for name in APP_FILES:
+        if (app_dir / name).is_file():
+            shutil.copy2(app_dir / name, dest / name)
+    for package in packages:
+        shutil.copytree(app_dir / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+def control_status(port: int | None, run_id: int) -> tuple[str, str]:
+    """(status, details) of ``run_id`` from the SuperLink's Control API, as ``flwr ls`` shows them."""
+    from flwr.cli.run_utils import format_runs  # noqa: PLC0415
+    from flwr.common.serde import run_from_proto  # noqa: PLC0415
+    from flwr.proto.control_pb2 import ListRunsRequest  # noqa: PLC0415
+    from flwr.supercore.control import ControlHttpClient  # noqa: PLC0415
+
+    client = ControlHttpClient.from_server_address(server_address=f"127.0.0.1:{port}", insecure=True,
+                                                   root_certificates=None, interceptors=[])
+    try:
+        res = client.ListRuns(ListRunsRequest(run_id=int(run_id)))
+    finally:
+        client.close()
+    row = format_runs([run_from_proto(proto) for proto in res.run_dict.values()], res.now)[0]
+    details = str(row.details or "")
+    return str(row.status_text), "" if details == "N/A" else details
 
 
 def run_status(run_id: int, env: dict[str, str], cwd: Path) -> tuple[str, str]:
@@ -274,7 +326,7 @@ def launch(
                           superlink=link, verbose=verbose, ray_address=ray_address)
     if ray_address and superlink.ray_address != ray_address:
         raise ValueError(f"ray_address={ray_address!r} but the given SuperLink runs on {superlink.ray_address!r}")
-    cmd = [_bin("flwr"), "run", str(app_dir), CONNECTION, "--stream", "--federation-config",
+    cmd = [_bin("flwr"), "run", str(superlink.app(app_dir)), CONNECTION, "--stream", "--federation-config",
            federation_config(num_supernodes, cpus_per_client, gpus_per_client, verbose)]
     if run_config:
         cmd += ["--run-config", str(superlink.run_config_file(run_config))]

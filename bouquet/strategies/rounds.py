@@ -122,6 +122,7 @@ def run_rounds(strategy: Strategy, grid: Grid, initial_arrays: ArrayRecord, num_
             evaluate_fn(rnd, arrays)
         if on_round_end is not None:
             on_round_end(rnd, arrays)
+        hooks.recorder.round_finished(rnd)
     return arrays
 
 

@@ -60,3 +60,17 @@ def test_concurrent_runs_complete_and_a_bad_one_fails_naming_the_key(tmp_path):
             pass  # still listening
     finally:
         foreign.kill()
+
+
+def test_staged_app_holds_the_package_and_nothing_else(tmp_path):
+    """The FAB is built from a copy of pyproject.toml, README.md and the package the components
+    name: never the venv or results beside them, never caches."""
+    from bouquet.simulations.launch import REPO, stage_app
+
+    app = stage_app(REPO, tmp_path / "app")
+    top = sorted(p.name for p in app.iterdir())
+    assert top == ["README.md", "bouquet", "pyproject.toml"], top
+    assert (app / "bouquet" / "client_app.py").read_bytes() == (REPO / "bouquet" / "client_app.py").read_bytes()
+    assert not list(app.rglob("__pycache__")) and not list(app.rglob("*.pyc"))
+    expected = {p.relative_to(REPO) for p in (REPO / "bouquet").rglob("*.py")}
+    assert {p.relative_to(app) for p in (app / "bouquet").rglob("*.py")} == expected
