@@ -105,6 +105,26 @@ class RunConfig:
     gefl_fe_rounds: int = field(default=20, metadata=_range(0))  # GeFL-F: first-block warm-up rounds
     gefl_syn_epochs: int = field(default=1, metadata=_range(0))  # T_s: epochs on generated samples
     gefl_released: bool = False  # the released code's input-range mismatch and unsquared FedProx term
+    # Generalized category discovery (FedLPA and its baselines simgcd, gcd, local-simgcd; clients/fedlpa.py)
+    gcd_known_classes: int = field(default=5, metadata=_range(1))  # classes 0..n-1 are known, the rest novel
+    gcd_labelled_fraction: float = field(default=0.5, metadata=_range(0.0, 1.0, lo_open=True))  # of known-class images
+    gcd_ssl_rounds: int = field(default=5, metadata=_range(0))  # shared federated SimCLR warm-up rounds
+    gcd_ssl_temperature: float = field(default=0.5, metadata=_range(0.0, None, lo_open=True))  # its NT-Xent temperature
+    gcd_width: int = field(default=32, metadata=_range(1))  # backbone channels w, 2w, 4w
+    gcd_head_size: int = field(default=0, metadata=_range(0))  # classifier outputs; 0 = the true number of classes
+    gcd_sup_weight: float = field(default=0.35, metadata=_range(0.0, 1.0))  # SimGCD's lambda
+    gcd_memax_weight: float = field(default=2.0, metadata=_range(0.0))  # SimGCD's mean-entropy weight
+    fedlpa_warmup_rounds: int = field(default=5, metadata=_range(0))  # SimGCD rounds (after SSL) before discovery
+    fedlpa_every: int = field(default=5, metadata=_range(1))  # R: rounds between discoveries
+    fedlpa_weight: float = field(default=2.0, metadata=_range(0.0))  # epsilon: weight of the alignment term
+    fedlpa_kl: str = field(default="mean-prior", metadata={"choices": ("mean-prior", "prior-mean")})
+    fedlpa_graph_feature: str = field(default="backbone", metadata={"choices": ("backbone", "projector")})
+    fedlpa_knn: int = field(default=80, metadata=_range(1))
+    fedlpa_sim_threshold: float = field(default=0.0, metadata=_range(-1.0, 1.0))
+    fedlpa_confidence_percentile: float = field(default=0.5, metadata=_range(0.0, 1.0))  # P
+    fedlpa_edge_rule: str = field(default="veto", metadata={"choices": ("veto", "confirm", "none")})
+    fedlpa_concept_map: str = field(default="majority", metadata={"choices": ("majority", "hungarian")})
+    fedlpa_min_concept: float = field(default=0.01, metadata=_range(0.0, 1.0))  # share of local samples; smaller modules are outliers
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
@@ -145,6 +165,7 @@ class RunConfig:
             raise ConfigError(f"trim-fraction={self.trim_fraction!r} is out of range; allowed: [0, 0.5)")
         self._validate_dp(METHODS)
         self._validate_gefl()
+        self._validate_gcd()
         allowed = METHODS[self.method].datasets
         if self.dataset not in allowed:
             raise ConfigError(
@@ -189,6 +210,24 @@ class RunConfig:
                 f"num-server-rounds={self.num_server_rounds} leaves no target-training round for method={self.method!r}: "
                 f"it first runs {before} round(s) (gefl-fe-rounds for gefl-f + gefl-gen-rounds); set num-server-rounds "
                 f"to {before} + the target rounds (the paper: {before + 50}), or lower gefl-gen-rounds")
+
+    def _validate_gcd(self) -> None:
+        from bouquet.datasets import NUM_CLASSES  # noqa: PLC0415
+        from bouquet.registry import GCD_METHODS  # noqa: PLC0415
+
+        if self.method not in GCD_METHODS:
+            return
+        classes = NUM_CLASSES.get(self.dataset, 0)
+        if classes and self.gcd_known_classes >= classes:
+            raise ConfigError(f"gcd-known-classes={self.gcd_known_classes} leaves no novel class to discover: "
+                              f"{self.dataset} has {classes} classes; use 1..{classes - 1}")
+        if self.gcd_head_size and self.gcd_head_size <= self.gcd_known_classes:
+            raise ConfigError(f"gcd-head-size={self.gcd_head_size} has no output for a novel class: use 0 (the true "
+                              f"number of classes) or more than gcd-known-classes={self.gcd_known_classes}")
+        if self.num_server_rounds <= self.gcd_ssl_rounds:
+            raise ConfigError(f"num-server-rounds={self.num_server_rounds} leaves no GCD round for "
+                              f"method={self.method!r} after gcd-ssl-rounds={self.gcd_ssl_rounds} warm-up rounds; "
+                              "raise num-server-rounds or lower gcd-ssl-rounds")
 
     def check_federation(self, num_clients: int) -> None:
         """Settings that depend on the federation size, checked before round 1 (server and CLI):

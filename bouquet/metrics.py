@@ -44,6 +44,14 @@ UPDATE_NORM = "update_norm"  # ‖client arrays − global arrays‖₂, compute
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key; the client's train (or test) size
 PARTITION_ID = "partition-id"
 MODEL_ARCH = "model-arch"  # heterogeneous models: the architecture id a client trained
+# Generalized category discovery (FedLPA, SimGCD, GCD): ``hungarian:<model>@<data>[_old|_new]`` is the
+# accuracy after one Hungarian matching of clusters to classes over all classes jointly (All), then
+# restricted to the known (Old) or novel (New) classes' samples; ``unlabelled`` = a client's unlabelled
+# training samples (transductive, as SimGCD). FedLPA's discovery rounds report each client's
+# ``estimated_k`` (InfoMap concepts) beside ``true_k`` (its classes with enough samples to be found).
+HUNGARIAN = "hungarian"
+UNLABELLED = "unlabelled"
+ESTIMATED_K, TRUE_K = "estimated_k", "true_k"
 
 NOT_AVERAGED = frozenset({NUM_EXAMPLES, PARTITION_ID, MODEL_ARCH})
 UNWEIGHTED = frozenset({BWT})  # averaged over clients, not over their samples
@@ -83,6 +91,32 @@ def balanced_accuracy(pred: np.ndarray, y: np.ndarray) -> float:
     if classes.size == 0:
         return float("nan")
     return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+
+
+def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray, known: int) -> tuple[float, float, float]:
+    """(All, Old, New) accuracy under one Hungarian assignment of predicted clusters to classes over
+    all classes jointly (SimGCD's ``split_cluster_acc_v2``): classes ``< known`` are Old. A cluster
+    left unmatched (more clusters than classes) counts as wrong; an empty part is NaN."""
+    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
+
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"cluster accuracy needs one prediction per label, got {y_pred.shape} and {y_true.shape}")
+    if y_true.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    d = int(max(y_pred.max(), y_true.max())) + 1
+    w = np.zeros((d, d), dtype=np.int64)
+    np.add.at(w, (y_pred, y_true), 1)
+    rows, cols = linear_sum_assignment(w.max() - w)
+    mapping = np.full(d, -1)
+    mapping[rows] = cols
+    hit = mapping[y_pred] == y_true
+    old = y_true < known
+
+    def mean(mask: np.ndarray) -> float:
+        return float(hit[mask].mean()) if mask.any() else float("nan")
+
+    return float(hit.mean()), mean(old), mean(~old)
 
 
 def track_forgetting(step: str, server_round: int, metrics: dict, memory: dict[str, np.ndarray]) -> tuple[dict, dict]:

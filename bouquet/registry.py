@@ -78,7 +78,16 @@ def _hetero_model(cfg: RunConfig, data) -> nn.Module:
     return HeteroBundle(archs, gen)
 
 
+def _gcd_model(cfg: RunConfig, data) -> nn.Module:
+    """The GCD methods' small CNN + SimGCD head (bouquet.clients.fedlpa.GCDNet), one for all four."""
+    net = _load("bouquet.clients.fedlpa:GCDNet")
+    return net(data.input_shape[0], cfg.gcd_head_size or data.num_classes, cfg.gcd_width, data.input_shape[-1])
+
+
 S, C = "bouquet.strategies.", "bouquet.clients."
+GCD_METHODS = ("fedlpa", "simgcd", "gcd", "local-simgcd")
+_GCD = {"model": _gcd_model, "datasets": ("fashion-mnist", "mnist", "cifar10"),
+        "dp_ok_reason": "generalized category discovery methods are not analysed under DP"}
 HETERO_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 HETERO_METHODS = ("gefl", "gefl-f", "hetero-fedavg", "hetero-fedprox", "lg-fedavg", "avgkd", "hetero-local")
 METHODS: dict[str, Method] = {
@@ -121,6 +130,11 @@ METHODS: dict[str, Method] = {
            "LG-FedAvg: the shared first block averaged over all clients, the rest per architecture",
            "AvgKD across architectures: soft labels from every other architecture's global model",
            "each client's architecture trained alone on its data, never averaged"), strict=True)},
+    # generalized category discovery (FedLPA, NeurIPS 2025, and its baselines; clients/fedlpa.py)
+    "fedlpa": Method(S + "fedlpa:FedLPAStrategy", C + "fedlpa:FedLPAClient", "FedLPA (NeurIPS 2025): SimGCD with local prior alignment (CLSD + InfoMap)", **_GCD),
+    "simgcd": Method(S + "fedlpa:FedLPAStrategy", C + "fedlpa:SimGCDClient", "FedAvg + SimGCD (Wen et al., ICCV 2023)", **_GCD),
+    "gcd": Method(S + "fedlpa:FedLPAStrategy", C + "fedlpa:GCDClient", "FedAvg + GCD (Vaze et al., CVPR 2022): SupCon + semi-supervised k-means", **_GCD),
+    "local-simgcd": Method(S + "fedlpa:LocalSimGCDStrategy", C + "fedlpa:LocalSimGCDClient", "SimGCD on each client alone after the shared warm-up", **_GCD),
 }
 
 
