@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -204,15 +205,17 @@ def _partitions(spec: DataSpec, root: str) -> tuple[np.ndarray, ...]:
                              f"are drawn when it is asked for; listing them all is refused above {DRAWN_LISTED:,}")
         return tuple(_drawn(spec, data, pid) for pid in range(spec.num_partitions))
     if isinstance(data, GraphDataset) and spec.partitioner == "louvain":
-        parts = louvain_subgraphs(data.edge_index, data.num_nodes, spec.num_partitions, spec.seed)
+        inputs = (data.edge_index, np.asarray([data.num_nodes]))
+        parts = stored_partition(spec, inputs, lambda: louvain_subgraphs(
+            data.edge_index, data.num_nodes, spec.num_partitions, spec.seed))
     else:
         labels = data.y if isinstance(data, GraphDataset) else data.y_train
         groups = None if isinstance(data, GraphDataset) else data.groups
-        parts = partition_labels(
+        parts = stored_partition(spec, (labels, groups), lambda: partition_labels(
             labels, spec.partitioner, spec.num_partitions, alpha=spec.alpha,
             classes_per_client=spec.classes_per_client, seed=spec.seed, groups=groups,
             min_size=spec.min_partition_size,
-        )
+        ))
     for i, part in enumerate(parts):
         if len(part) == 0:
             raise ValueError(
@@ -220,6 +223,51 @@ def _partitions(spec: DataSpec, root: str) -> tuple[np.ndarray, ...]:
                 f"num-supernodes={spec.num_partitions}; lower num-supernodes or change partitioner"
             )
     return tuple(parts)
+
+
+def stored_partition(spec: DataSpec, inputs: tuple, compute) -> list[np.ndarray]:
+    """``compute()`` once per machine: the partition is kept on disk beside the decoded data
+    (``$BOUQUET_CACHE/partitions``), keyed by a hash of everything it is a function of (the
+    labels / graph it splits, the partitioner's settings and seed, the partitioning code and
+    flwr-datasets, networkx and numpy versions). Why: every process that needs it (server, each simulated
+    client, each deployed ClientApp process — one per message) otherwise imports
+    flwr-datasets and recomputes it, seconds each time. An unreadable file is recomputed."""
+    import hashlib  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from importlib import metadata  # noqa: PLC0415
+
+    from bouquet.datasets import partition as code  # noqa: PLC0415
+    from bouquet.datasets.images import decoded_cache_dir  # noqa: PLC0415
+
+    key = hashlib.sha256()
+    for part in (spec.dataset, spec.partitioner, spec.num_partitions, repr(float(spec.alpha)),
+                 spec.classes_per_client, spec.seed, spec.min_partition_size, metadata.version("flwr-datasets"),
+                 metadata.version("networkx"), np.__version__):
+        key.update(f"{part}|".encode())
+    key.update(Path(code.__file__).read_bytes())
+    for array in inputs:
+        key.update(b"none" if array is None else np.ascontiguousarray(array).tobytes() + str(array.dtype).encode())
+    path = decoded_cache_dir() / "partitions" / f"{spec.dataset}-{key.hexdigest()[:32]}.npz"
+    try:
+        with np.load(path) as stored:
+            count = int(stored["count"])
+            parts = [stored[f"p{i}"].astype(np.int64, copy=False) for i in range(count)]
+        return parts
+    except Exception:  # noqa: BLE001 (absent, partial or corrupt: compute it again)
+        pass
+    parts = [np.asarray(p, dtype=np.int64) for p in compute()]
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, count=np.asarray(len(parts)), **{f"p{i}": p for i, p in enumerate(parts)})
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+    except OSError:  # a read-only cache folder: no reuse, same result
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return parts
 
 
 def _rng(spec: DataSpec, partition_id: int) -> np.random.Generator:
