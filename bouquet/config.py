@@ -123,7 +123,7 @@ class RunConfig:
     fedlpa_sim_threshold: float = field(default=0.0, metadata=_range(-1.0, 1.0))
     fedlpa_confidence_percentile: float = field(default=0.5, metadata=_range(0.0, 1.0))  # P
     fedlpa_edge_rule: str = field(default="veto", metadata={"choices": ("veto", "confirm", "none")})
-    fedlpa_concept_map: str = field(default="majority", metadata={"choices": ("majority", "hungarian")})
+    fedlpa_concept_map: str = field(default="hungarian", metadata={"choices": ("hungarian", "majority")})
     fedlpa_min_concept: float = field(default=0.01, metadata=_range(0.0, 1.0))  # share of local samples; smaller modules are outliers
 
     @classmethod

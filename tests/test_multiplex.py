@@ -80,6 +80,9 @@ _SETTINGS = {
     "gefl": {"gefl-gen-rounds": 1, "gefl-gen-epochs": 1, "gefl-gen-width": 32, "num-server-rounds": 2},
     "gefl-f": {"gefl-fe-rounds": 1, "gefl-gen-rounds": 1, "gefl-gen-epochs": 1, "gefl-gen-width": 32,
                "num-server-rounds": 3},
+    # one SSL warm-up round, then GCD; FedLPA discovers (kNN graph + InfoMap) in round 2
+    **{m: {"gcd-ssl-rounds": 1, "gcd-width": 8, "fedlpa-warmup-rounds": 0, "fedlpa-every": 1, "fedlpa-knn": 10}
+       for m in ("fedlpa", "simgcd", "gcd", "local-simgcd")},
 }
 
 

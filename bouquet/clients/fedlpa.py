@@ -345,13 +345,14 @@ def infomap_modules(n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray
 
 
 def concept_prior(modules: np.ndarray, pred: np.ndarray, anchor: np.ndarray, num_outputs: int, min_size: int,
-                  mapping: str = "majority") -> tuple[np.ndarray, int]:
+                  mapping: str = "hungarian") -> tuple[np.ndarray, int]:
     """(π over the classifier's outputs, estimated number of local categories). Concepts (modules)
     smaller than ``min_size`` (``fedlpa-min-concept`` × local samples) are outliers: not counted, not in π. How a concept
-    maps to an output is a guess (``fedlpa-concept-map``): ``majority`` = the most frequent label among its
-    members (a reliable label where there is one, else the prediction); ``hungarian`` = a one-to-one
+    maps to an output is a guess (``fedlpa-concept-map``): ``hungarian`` (default) = a one-to-one
     assignment of concepts to outputs maximising the members agreeing (extra concepts fall back to
-    ``majority``). π is mixed with ``PRIOR_FLOOR`` of uniform."""
+    ``majority``), so two concepts the model still merges pull toward two outputs; ``majority`` = the most
+    frequent label among its members (a reliable label where there is one, else the prediction), which
+    feeds the current merges back as the prior. π is mixed with ``PRIOR_FLOOR`` of uniform."""
     label = np.where(anchor >= 0, anchor, pred)
     ids, sizes = np.unique(modules, return_counts=True)
     big = ids[sizes >= min_size]

@@ -212,6 +212,35 @@ PRESETS["gefl"] = Preset(
               "last round's mean, which selects nothing on the test set."),
     extra_report="bouquet.simulations.gefl:report",
 )
+# FedLPA (NeurIPS 2025) and its baselines: generalized category discovery, 5 known / 5 novel classes, half of
+# the known-class images labelled, 5 clients, Dirichlet 0.2 / 0.5 over all classes. No pretrained weights:
+# every method first runs gcd-ssl-rounds federated SimCLR rounds (the same model for one seed), then its own
+# GCD training; scaled for 2 cores (a quarter of each client's images, 30 GCD rounds, the 32-wide CNN).
+GCD_SETTINGS = tuple((f"{title} ({where})", M.stat(M.HUNGARIAN, M.name("global_model", data + part)))
+                     for where, data in (("test", "global_test"), ("unlabelled", M.UNLABELLED))
+                     for title, part in (("All", ""), ("Old", "_old"), ("New", "_new")))
+_GCD_DATA = {f"{short}-a{a}": {"dataset": name, "partitioner": "dirichlet", "dirichlet-alpha": a, "num-supernodes": 5}
+             for short, name in (("cifar10", "cifar10"), ("fmnist", "fashion-mnist")) for a in (0.2, 0.5)}
+# --quick: Fashion-MNIST α 0.2, a tenth of the images, the 16-wide CNN, 4 SSL + 8 GCD rounds (4 minutes)
+_GCD_DATA["fmnist-a0.2-quick"] = {**_GCD_DATA["fmnist-a0.2"], "data-fraction": 0.1, "gcd-width": 16,
+                                  "gcd-ssl-rounds": 4, "num-server-rounds": 12, "fedlpa-warmup-rounds": 2,
+                                  "fedlpa-every": 3}
+PRESETS["fedlpa"] = Preset(
+    methods=("fedlpa", "simgcd", "gcd", "local-simgcd"),
+    datasets=("cifar10-a0.2", "cifar10-a0.5", "fmnist-a0.2", "fmnist-a0.5"),
+    clients=(5,),
+    seeds=3,
+    settings=GCD_SETTINGS,
+    select_by=None,
+    run_config={"learning-rate": 0.05, "batch-size": 128, "local-epochs": 1, "data-fraction": 0.25, "gcd-width": 32,
+                "gcd-ssl-rounds": 10, "num-server-rounds": 40, "fedlpa-warmup-rounds": 10, "fedlpa-every": 5,
+                "fraction-evaluate": 1.0},
+    dataset_config=_GCD_DATA,
+    headline=("This is the headline table: the global model's final-round All / Old / New accuracy (one Hungarian "
+              "matching over all classes) on the global test set and on the clients' unlabelled data, as SimGCD "
+              "and FedLPA report them; local-simgcd has no global model (its own table follows)."),
+    extra_report="bouquet.simulations.fedlpa:report",
+)
 QUICK = {"fedlog": {"datasets": ("cora",), "clients": (3,), "seeds": 1, "rounds": 20,
                    "methods": ("fedlog", "fedpub", "fedavg", "fedprox", "local")},  # about 3 minutes
          "fedkper": {"datasets": ("heart-disease",), "clients": (4,), "seeds": 1, "rounds": 30,
@@ -221,7 +250,10 @@ QUICK = {"fedlog": {"datasets": ("cora",), "clients": (3,), "seeds": 1, "rounds"
          # phase lengths per method (no single round override): 2 warm-up, 5 generator, 5 target rounds
          "gefl": {"datasets": ("fmnist-10",), "clients": (10,), "seeds": 1, "rounds": None,  # about 4.5 minutes
                   "methods": ("hetero-fedavg", "gefl-cvae", "gefl-f-cvae"),
-                  "method_config": gefl_methods(fe=2, gen=5, target=5)}}
+                  "method_config": gefl_methods(fe=2, gen=5, target=5)},
+         # Fashion-MNIST α 0.2 at quick scale (its own dataset entry), the four methods
+         "fedlpa": {"datasets": ("fmnist-a0.2-quick",), "clients": (5,), "seeds": 1, "rounds": None,
+                    "methods": ("fedlpa", "simgcd", "gcd", "local-simgcd")}}
 
 
 def select_round(server_rows: dict[int, dict[str, float]], select_by: str) -> int:
