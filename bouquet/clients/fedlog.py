@@ -124,11 +124,12 @@ def scale_features(x: torch.Tensor, labels: torch.Tensor, gamma: torch.Tensor) -
 
 
 def prompt_generators(in_features: int, num_classes: int, seed: int) -> nn.ModuleList:
-    """One F→256→512→F tanh MLP per class, initialised identically on every client."""
+    """One F→256→512→F tanh MLP per class, initialised identically on every client; one
+    dropout, before the output layer, as the authors' ``Gen`` has it."""
     torch.manual_seed(seed)
     return nn.ModuleList(
-        nn.Sequential(nn.Linear(in_features, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 512),
-                      nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, in_features), nn.Tanh())
+        nn.Sequential(nn.Linear(in_features, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(), nn.Dropout(0.5),
+                      nn.Linear(512, in_features), nn.Tanh())
         for _ in range(num_classes)
     )
 
@@ -207,7 +208,7 @@ class FedLoGClient:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         if "syn_head" not in call.state and run.fedlog_pretrain_epochs > 0:
-            pretrain(net, data, run.fedlog_pretrain_epochs, run.batch_size, run.fedlog_lr, gen)
+            pretrain(net, data, run.fedlog_pretrain_epochs, run.batch_size, run.fedlog_lr, gen, as_code=not paper)
         if paper:
             train_prompt_generators(gens, data, run.fedlog_lr, gen)
         glob = call.extras.get(GLOBAL)
@@ -222,8 +223,7 @@ class FedLoGClient:
         net.train()
         for _ in range(run.local_epochs):
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            for i in range(len(order) // run.batch_size):  # the authors drop the remainder
-                batch = order[i * run.batch_size : (i + 1) * run.batch_size]
+            for batch in epoch_batches(order, run.batch_size):
                 head, tail = prototypes(net, syn_h, c), prototypes(net, syn_t, c)
                 h = net.embedder(data.x, data.edge_index)
                 lh, lt = branch_log_probs(net, h[batch], head, tail)
@@ -273,17 +273,30 @@ class FedLoGClient:
         return ClientReply({}, {M.NUM_EXAMPLES: int(data.train_mask.sum()), **scores}, call.state)
 
 
+def epoch_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """One epoch as the authors' code has it: max(⌊n/B⌋, 1) batches of a shuffled order, the
+    remainder dropped, and a client with fewer than B training nodes trains on all of them as
+    one batch (none: no batch)."""
+    if len(order) == 0:
+        return []
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(max(len(order) // batch_size, 1))]
+
+
 def pretrain(net: FedLoGNet, data: GraphClientData, epochs: int, batch_size: int, lr: float,
-             gen: torch.Generator, patience: int = 10) -> None:
-    """Round 1: embedder + linear classifier with cross-entropy, early-stopped on *validation*
-    accuracy (the authors stop on test accuracy; we do not look at test labels)."""
+             gen: torch.Generator, patience: int = 10, as_code: bool = True) -> None:
+    """Round 1: embedder + linear classifier with cross-entropy, stopped after ``patience``
+    epochs without a better *validation* accuracy (the authors stop on test accuracy; we do not
+    look at test labels). ``as_code`` (``fedlog-faithful-to='code'``): the authors' loop, whose
+    model keeps its last epoch's weights (the best ones only went to their server's dictionary),
+    a tie counts as better, and an epoch is :func:`epoch_batches`; otherwise every batch, the
+    remainder too, and the best validation state restored."""
     opt = torch.optim.Adam(list(net.embedder.parameters()) + list(net.classifier.parameters()), lr=lr, weight_decay=5e-4)
     train_idx = data.train_mask.nonzero().flatten()
     best, best_state, waited = -1.0, None, 0
     for _ in range(epochs):
         net.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-        for batch in order.split(batch_size):
+        for batch in epoch_batches(order, batch_size) if as_code else order.split(batch_size):
             loss = F.cross_entropy(net.classifier(net.embedder(data.x, data.edge_index)[batch]), data.y[batch])
             opt.zero_grad()
             loss.backward()
@@ -292,9 +305,10 @@ def pretrain(net: FedLoGNet, data: GraphClientData, epochs: int, batch_size: int
         with torch.no_grad():
             pred = net.classifier(net.embedder(data.x, data.edge_index)).argmax(1)
         acc = float((pred[data.val_mask] == data.y[data.val_mask]).float().mean()) if data.val_mask.any() else 0.0
-        if acc > best:
+        if acc > best or (as_code and acc == best):
             best, waited = acc, 0
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            if not as_code:
+                best_state = {k: v.clone() for k, v in net.state_dict().items()}
         else:
             waited += 1
             if waited >= patience:

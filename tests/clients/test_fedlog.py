@@ -74,3 +74,72 @@ def test_prompt_pairs_are_bidirectional_two_node_graphs():
     nodes, edges = pair_graph(torch.zeros(3, 2), torch.ones(3, 2))
     assert nodes.shape == (6, 2)
     assert sorted(map(tuple, edges.T.tolist())) == [(0, 3), (1, 4), (2, 5), (3, 0), (4, 1), (5, 2)]
+
+
+# --- the authors' epoch, pretraining and prompt generator (issue 19, "fix first") -------------
+from types import SimpleNamespace  # noqa: E402
+
+from bouquet.clients.fedlog import FedLoGNet, epoch_batches, pretrain, prompt_generators  # noqa: E402
+
+
+@pytest.mark.parametrize("n, sizes", [(46, [46]), (64, [64]), (130, [64, 64]), (1, [1]), (0, [])])
+def test_an_epoch_is_max_n_over_b_batches_and_a_small_client_trains_on_all_its_nodes(n, sizes):
+    order = torch.randperm(n)
+    batches = epoch_batches(order, 64)
+    assert [len(b) for b in batches] == sizes
+    assert torch.equal(torch.cat(batches) if batches else order[:0], order[:sum(sizes)])  # no node twice
+
+
+def test_the_prompt_generator_has_one_dropout_before_its_output_layer():
+    (gen,) = prompt_generators(7, 1, seed=0)
+    kinds = [type(m).__name__ for m in gen]
+    assert kinds == ["Linear", "ReLU", "Linear", "ReLU", "Dropout", "Linear", "Tanh"]
+    assert [tuple(m.weight.shape) for m in gen if isinstance(m, torch.nn.Linear)] == [(256, 7), (512, 256), (7, 512)]
+
+
+def _tiny_graph(n: int = 20, f: int = 5, c: int = 3):
+    g = torch.Generator().manual_seed(0)
+    ring = torch.arange(n)
+    edges = torch.stack([torch.cat([ring, (ring + 1) % n]), torch.cat([(ring + 1) % n, ring])])
+    mask = torch.ones(n, dtype=torch.bool)
+    return SimpleNamespace(x=torch.randn(n, f, generator=g), edge_index=edges, y=torch.arange(n) % c,
+                           train_mask=mask, val_mask=torch.zeros(n, dtype=torch.bool))
+
+
+def _pretrained(epochs: int, as_code: bool) -> dict:
+    data = _tiny_graph()
+    torch.manual_seed(1)
+    net = FedLoGNet(5, 3, paper=False)
+    torch.manual_seed(2)
+    pretrain(net, data, epochs, batch_size=64, lr=0.01, gen=torch.Generator().manual_seed(3), as_code=as_code)
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_pretraining_as_the_code_keeps_the_last_epoch_and_the_paper_variant_restores_the_best():
+    """No validation nodes: every epoch scores 0. The code's rule (a tie is no worse) never stops
+    and keeps the last epoch; the paper variant keeps epoch 1's state (the only improvement).
+    Fewer nodes than a batch: both train on all of them, so their first epochs are the same."""
+    one, three = _pretrained(1, as_code=True), _pretrained(3, as_code=True)
+    paper = _pretrained(3, as_code=False)
+    assert any(not torch.equal(one[k], three[k]) for k in one)
+    assert all(torch.equal(one[k], paper[k]) for k in one)
+
+
+def test_a_client_with_fewer_training_nodes_than_a_batch_trains():
+    """Cora, 10 Louvain clients, seed 1: the smallest client has fewer training nodes than the
+    batch size; its local step must move the model (it used to run zero batches)."""
+    from bouquet.clients.base import ClientCall, model_to_arrays
+    from bouquet.clients.fedlog import FedLoGClient
+    from bouquet.config import RunConfig
+
+    run = RunConfig.from_run_config({"method": "fedlog", "dataset": "cora", "partitioner": "louvain", "seed": 1,
+                                     "fedlog-pretrain-epochs": 0})
+    calls = [ClientCall(cid=i, num_partitions=10, server_round=1, run=run, arrays={}, config={}) for i in range(10)]
+    small = min(calls, key=lambda c: int(c.data.train_mask.sum()))
+    assert 0 < int(small.data.train_mask.sum()) < run.batch_size
+    torch.manual_seed(0)
+    start = model_to_arrays(FedLoGNet(small.data.x.shape[1], small.data.num_classes, paper=False))
+    call = ClientCall(cid=small.cid, num_partitions=10, server_round=1, run=run, arrays=start, config={})
+    reply = FedLoGClient().train(call)
+    moved = [k for k in start if not np.array_equal(start[k], reply.arrays[k])]
+    assert any(k.startswith("embedder.") for k in moved), moved
