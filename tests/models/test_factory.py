@@ -32,7 +32,9 @@ def test_fedavg_cnn_matches_the_fedntd_code_shapes():
     from bouquet.models.nets import FedAvgCNN
 
     cifar, med = FedAvgCNN(3, 32, 32, 10), FedAvgCNN(1, 28, 28, 2)
-    assert cifar.head[1].in_features == 1600 and med.head[1].in_features == 3136  # 64·5·5, 64·7·7
+    assert cifar.head[1].in_features == 4096 and med.head[1].in_features == 3136  # 64·8·8, 64·7·7
+    # FedKPer's / FedNTD's FedAvgNetCIFAR: 2432 + 51264 + 2,097,664 + 5130
+    assert sum(p.numel() for p in cifar.parameters()) == 2_156_490
     assert cifar(torch.zeros(2, 3, 32, 32)).shape == (2, 10) and med(torch.zeros(2, 1, 28, 28)).shape == (2, 2)
     assert isinstance(build_model(load_dataset("breastmnist", data_root()), "fedavg-cnn"), FedAvgCNN)
     with pytest.raises(ValueError, match="needs an image dataset"):
