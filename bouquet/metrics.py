@@ -15,7 +15,10 @@ flip rate: right before, wrong now) and ``pfr`` (positive flips); ``nfr:global_m
 compares consecutive global models (server), ``nfr:local_model@local_test`` a client's new
 local model with the one it produced the last time it took part (client state), and ``bwt``
 is backward transfer: the global model's accuracy on a client's local test now minus right
-after the client last took part (a plain mean over previously sampled clients).
+after the client last took part (a plain mean over previously sampled clients that did not
+train this round); ``bwt-with-trained`` is the FedKPer code's definition, which also counts the
+clients sampled again this round, against their reference from their previous participation
+(their fresh training makes it less negative).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ LOCAL_TEST, LOCAL_VAL, UNSEEN_NODE, MISSING_CLASS, NEW_CLIENT = (
 TRAIN_LOSS = "train_loss"
 BALANCED, NFR, PFR = "balanced", "nfr", "pfr"
 BWT = "bwt"
+BWT_WITH_TRAINED = "bwt-with-trained"  # FedKPer's code: this round's returning clients counted too
 CORRECT = "correct@local_test"  # per-sample correctness (an array): client-side only, never sent
 GLOBAL_NFR = f"{NFR}:{GLOBAL_GLOBAL}"
 LOCAL_NFR = f"{NFR}:local_model@{LOCAL_TEST}"
@@ -54,7 +58,7 @@ UNLABELLED = "unlabelled"
 ESTIMATED_K, TRUE_K = "estimated_k", "true_k"
 
 NOT_AVERAGED = frozenset({NUM_EXAMPLES, PARTITION_ID, MODEL_ARCH})
-UNWEIGHTED = frozenset({BWT})  # averaged over clients, not over their samples
+UNWEIGHTED = frozenset({BWT, BWT_WITH_TRAINED})  # averaged over clients, not over their samples
 
 
 def name(model: str, data: str) -> str:
@@ -143,10 +147,13 @@ def track_forgetting(step: str, server_round: int, metrics: dict, memory: dict[s
     if acc is None or acc != acc:
         return metrics, memory
     trained = memory.get("trained_round")
+    reference = memory.get("bwt_reference")
+    if reference is not None:
+        metrics[BWT_WITH_TRAINED] = float(acc - reference[0])
     if trained is not None and int(trained[0]) == server_round:
         memory["bwt_reference"] = np.array([acc])
-    elif "bwt_reference" in memory:
-        metrics[BWT] = float(acc - memory["bwt_reference"][0])
+    elif reference is not None:
+        metrics[BWT] = float(acc - reference[0])
     return metrics, memory
 
 

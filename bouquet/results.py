@@ -68,7 +68,7 @@ def headline_text(values: Mapping[str, float], method: str, dataset: str) -> str
 def kind_of(key: str) -> str | None:
     """Which figure a server metric belongs to: ``accuracy``, ``forgetting``, ``loss`` or None.
     Flip rates carry ``@`` too, so they must be sorted out before ``is_accuracy``."""
-    if key == M.BWT or key.split(":", 1)[0] in FLIPS:
+    if key in (M.BWT, M.BWT_WITH_TRAINED) or key.split(":", 1)[0] in FLIPS:
         return "forgetting"
     if key in (M.TRAIN_LOSS, M.GLOBAL_LOSS):
         return "loss"

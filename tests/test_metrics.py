@@ -63,6 +63,21 @@ def test_track_forgetting_local_flips_and_backward_transfer():
     assert m["bwt"] == pytest.approx(0.2)
 
 
+def test_bwt_with_trained_also_counts_a_returning_client_against_its_previous_reference():
+    """FedKPer's code: a client sampled again this round is scored before its reference moves."""
+    mem: dict = {}
+    m, mem = track_forgetting("train", 1, {}, mem)
+    m, mem = track_forgetting("evaluate", 1, {"global_model@local_test": 0.6}, mem)
+    assert "bwt-with-trained" not in m and "bwt" not in m  # first participation: nothing to compare
+    m, mem = track_forgetting("evaluate", 2, {"global_model@local_test": 0.45}, mem)
+    assert m["bwt-with-trained"] == pytest.approx(-0.15) == m["bwt"]  # not sampled: both agree
+    m, mem = track_forgetting("train", 3, {}, mem)
+    m, mem = track_forgetting("evaluate", 3, {"global_model@local_test": 0.7}, mem)
+    assert "bwt" not in m and m["bwt-with-trained"] == pytest.approx(0.1)  # 0.7 - 0.6 (round 1's reference)
+    m, _ = track_forgetting("evaluate", 4, {"global_model@local_test": 0.9}, mem)
+    assert m["bwt-with-trained"] == pytest.approx(0.2) == m["bwt"]  # against round 3's 0.7
+
+
 def test_bwt_is_a_plain_mean_over_clients():
     rows = [{"num-examples": 100, "bwt": -0.2}, {"num-examples": 1, "bwt": 0.4}]
     assert weighted_mean(rows)["bwt"] == pytest.approx(0.1)

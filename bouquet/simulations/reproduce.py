@@ -103,6 +103,7 @@ FEDKPER_SETTINGS = (
     ("Global NFR", M.GLOBAL_NFR),
     ("Local NFR", M.LOCAL_NFR),
     ("BWT", M.BWT),
+    ("BWT (code)", M.BWT_WITH_TRAINED),
 )
 # FedKPer's recipe (config/fedkper.json) for every method: SGD 0.01, momentum 0.9, wd 1e-5,
 # lr ×0.99 per round, 5 local epochs, batch 12; every client evaluates the global model each
@@ -115,7 +116,7 @@ PRESETS["fedkper"] = Preset(
     settings=FEDKPER_SETTINGS,
     select_by=None,
     final_window=5,
-    round_mean=(M.GLOBAL_NFR, M.LOCAL_NFR, M.BWT),
+    round_mean=(M.GLOBAL_NFR, M.LOCAL_NFR, M.BWT, M.BWT_WITH_TRAINED),
     run_config={"learning-rate": 0.01, "optimizer": "sgd", "weight-decay": 1e-5, "lr-decay": 0.99,
                 "local-epochs": 5, "batch-size": 12, "fraction-evaluate": 1.0, "min-partition-size": 10},
     method_config={"fedprox": {"proximal-mu": 0.01}},

@@ -67,7 +67,7 @@ def _metrics_problem(content: RecordDict, rules: ReplyRules) -> str | None:
             continue  # NaN: "not defined this round", never recorded
         if M.is_accuracy(key) and not 0.0 <= value <= 1.0:
             return f"metric {key!r}={value!r} is outside [0, 1]"
-        if key == M.BWT and not -1.0 <= value <= 1.0:
+        if key in M.UNWEIGHTED and not -1.0 <= value <= 1.0:  # backward transfers
             return f"metric {key!r}={value!r} is outside [-1, 1]"
         if key == M.NUM_EXAMPLES and not 0 <= value <= rules.max_examples:
             return f"'{key}'={value!r} is outside [0, {rules.max_examples:g}] (the partition's size)"
