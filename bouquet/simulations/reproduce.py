@@ -330,6 +330,21 @@ def run_config_of(preset: Preset, dataset: str, method: str, seed: int) -> dict[
             **preset.method_config.get(method, {}), **preset.overrides, "seed": seed}
 
 
+RUN_SPECIFIC = ("output-dir", "num-clients", "resume-from")  # how a run was executed, not what it computed
+
+
+def config_mismatch(intended: dict[str, Any], kept: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (kept, intended)} for each key this sweep sets whose value differs in a kept run's
+    recorded run config (values normalised by ``RunConfig``; a key the older run did not record
+    is not compared, nor are defaults the sweep leaves alone: another method's new key must not
+    invalidate every kept run)."""
+    from bouquet.config import RunConfig  # noqa: PLC0415
+
+    given = {k: v for k, v in intended.items() if k not in RUN_SPECIFIC}
+    want = RunConfig.from_run_config(given).to_run_config()
+    return {k: (kept[k], want[k]) for k in given if k in kept and k in want and kept[k] != want[k]}
+
+
 def check_sweep(preset: Preset, out: Path) -> None:
     """Every cell's config, data and federation size, checked before the first run starts
     (``bouquet.preflight``): a typo in ``--run-config`` fails in seconds, not after hours."""
@@ -371,6 +386,13 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
             run_out = out / "runs" / f"{method}_{dataset}_k{k}_s{seed}"
             done = sorted(run_out.glob("*/summary.json"))
+            differs = config_mismatch(run_config_of(preset, dataset, method, seed),
+                                      json.loads(done[-1].read_text()).get("run_config", {})) if done else {}
+            if differs:  # e.g. a preset whose protocol changed: never mix it into the table
+                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: the run in {done[-1].parent} was "
+                           f"made with another config ({', '.join(f'{a}={b[0]!r}, now {b[1]!r}' for a, b in differs.items())}); "
+                           "running it again")
+                done = []
             if done:  # the same command again continues an interrupted sweep
                 meta = json.loads(done[-1].read_text())
                 results.append({"method": method, "dataset": dataset, "clients": k, "seed": seed,

@@ -294,3 +294,38 @@ def test_a_cell_with_more_clients_than_cores_runs_them_as_logical_clients(monkey
     assert R.federation(2, per_client=False) == (2, {})  # fits the slots: a SuperNode each
     assert R.federation(100, per_client=False) == (2, {"num-clients": 100})
     assert R.federation(100, per_client=True) == (100, {})
+
+
+def test_a_kept_run_made_with_another_config_is_run_again(tmp_path, monkeypatch):
+    """A sweep continued after its preset changed (e.g. a protocol key) never mixes the older
+    run into the table: the kept run's recorded config is compared, key by key."""
+    import json
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from bouquet.config import RunConfig
+    from bouquet.simulations import reproduce as R
+
+    preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg",), seeds=1)
+    calls = []
+
+    def fake_launch(config, **_):
+        calls.append(config)
+        run = Path(config["output-dir"]) / f"run{len(calls)}"
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
+        recorded = RunConfig.from_run_config({k: v for k, v in config.items() if k != "num-clients"}).to_run_config()
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": recorded}))
+        return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    R.run_sweep(preset, tmp_path)
+    R.run_sweep(preset, tmp_path)
+    assert len(calls) == 1  # same config: kept
+    changed = replace(preset, run_config={**preset.run_config, "learning-rate": 0.02})
+    R.run_sweep(changed, tmp_path)
+    assert len(calls) == 2 and calls[-1]["learning-rate"] == 0.02
+    assert R.config_mismatch({"method": "fedavg", "learning-rate": 0.02}, {"learning-rate": 0.01, "output-dir": "x"}) \
+        == {"learning-rate": (0.01, 0.02)}
+    assert R.config_mismatch({"method": "fedavg", "learning-rate": 1}, {"learning-rate": 1.0}) == {}  # TOML int vs float
