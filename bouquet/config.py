@@ -40,6 +40,11 @@ class RunConfig:
     classes_per_client: int = field(default=2, metadata=_range(1))
     min_partition_size: int = field(default=2, metadata=_range(2))  # dirichlet: least samples per client
     examples_per_client: int = field(default=60, metadata=_range(2))  # iid-draw: rows each client draws
+    # dirichlet: a client stops receiving samples once it holds N/n (flwr-datasets' self_balancing; FedKPer's code)
+    dirichlet_self_balancing: bool = False
+    # a client's local test split: 'stratified' 20 %, or 'per-class' (FedKPer's code: 20 % of the client's
+    # size divided equally among the classes it holds, 20 % of a class that has fewer)
+    local_test_split: str = field(default="stratified", metadata={"choices": ("stratified", "per-class")})
     # Logical clients (simulation): 0 = one SuperNode per client; N = clients 0..N-1 served in batches by
     # however many SuperNodes run (bouquet.multiplex), their state in a store keyed by client id
     num_clients: int = field(default=0, metadata=_range(0, 100_000_000))
@@ -289,4 +294,6 @@ def data_spec(cfg: RunConfig, num_partitions: int):
         min_partition_size=cfg.min_partition_size,
         missing_classes=cfg.graph_missing_classes,
         examples_per_client=cfg.examples_per_client,
+        self_balancing=cfg.dirichlet_self_balancing,
+        local_test_split=cfg.local_test_split,
     )

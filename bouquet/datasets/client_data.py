@@ -42,6 +42,8 @@ class DataSpec:
     missing_classes: int = 1  # graphs: classes per client whose nodes all arrive later
     min_partition_size: int = 2  # dirichlet: least samples per client (flwr-datasets retries)
     examples_per_client: int = 60  # iid-draw: rows each client draws
+    self_balancing: bool = False  # dirichlet: cap a client at N/n (flwr-datasets' self_balancing)
+    local_test_split: str = "stratified"  # or "per-class" (FedKPer's code)
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,7 +216,7 @@ def _partitions(spec: DataSpec, root: str) -> tuple[np.ndarray, ...]:
         parts = stored_partition(spec, (labels, groups), lambda: partition_labels(
             labels, spec.partitioner, spec.num_partitions, alpha=spec.alpha,
             classes_per_client=spec.classes_per_client, seed=spec.seed, groups=groups,
-            min_size=spec.min_partition_size,
+            min_size=spec.min_partition_size, self_balancing=spec.self_balancing,
         ))
     for i, part in enumerate(parts):
         if len(part) == 0:
@@ -242,7 +244,8 @@ def stored_partition(spec: DataSpec, inputs: tuple, compute) -> list[np.ndarray]
 
     key = hashlib.sha256()
     for part in (spec.dataset, spec.partitioner, spec.num_partitions, repr(float(spec.alpha)),
-                 spec.classes_per_client, spec.seed, spec.min_partition_size, metadata.version("flwr-datasets"),
+                 spec.classes_per_client, spec.seed, spec.min_partition_size, spec.self_balancing,
+                 metadata.version("flwr-datasets"),
                  metadata.version("networkx"), np.__version__):
         key.update(f"{part}|".encode())
     key.update(Path(code.__file__).read_bytes())
@@ -311,7 +314,8 @@ def _client_data(spec: DataSpec, partition_id: int, root: str) -> ArrayClientDat
         nodes = _partitions(spec, root)[partition_id]
     if isinstance(data, GraphDataset):
         return _graph_client(data, nodes, _rng(spec, partition_id), spec=spec)
-    train_idx, test_idx = _local_split(data.y_train, nodes, _rng(spec, partition_id))
+    split = _per_class_split if spec.local_test_split == "per-class" else _local_split
+    train_idx, test_idx = split(data.y_train, nodes, _rng(spec, partition_id))
     return ArrayClientData(
         x_train=data.x_train[train_idx], y_train=data.y_train[train_idx],
         x_test=data.x_train[test_idx], y_test=data.y_train[test_idx],
@@ -343,6 +347,28 @@ def _local_split(
     except ValueError:  # too few samples for every class on both sides
         tr, te = train_test_split(indices, test_size=LOCAL_TEST_FRACTION, random_state=state)
     return np.sort(tr), np.sort(te)
+
+
+def _per_class_split(
+    labels: np.ndarray, indices: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """FedKPer's local test split (its ``create_local``): ⌊0.2·n⌋ divided equally among the
+    classes the client holds (⌊·/classes⌋ each), 20 % of a class holding fewer than that;
+    when that leaves nothing, 20 % at random. Close to class-balanced, not stratified."""
+    indices = np.asarray(indices, dtype=np.int64)
+    y = labels[indices]
+    classes = np.unique(y)
+    per_class = int(int(len(indices) * LOCAL_TEST_FRACTION) / max(len(classes), 1))
+    test = []
+    for c in classes:
+        rows = indices[y == c]
+        take = per_class if len(rows) >= per_class else int(LOCAL_TEST_FRACTION * len(rows))
+        test.append(rng.choice(rows, size=take, replace=False))
+    test_idx = np.concatenate(test) if test else indices[:0]
+    if len(test_idx) == 0 and len(indices) > 0:
+        test_idx = rng.choice(indices, size=int(LOCAL_TEST_FRACTION * len(indices)), replace=False)
+    test_idx = np.sort(test_idx.astype(np.int64))
+    return np.sort(np.setdiff1d(indices, test_idx)), test_idx
 
 
 def _graph_client(

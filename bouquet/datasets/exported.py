@@ -51,6 +51,8 @@ SPEC_KEYS = {
     "missing_classes": "graph-missing-classes",
     "min_partition_size": "min-partition-size",
     "examples_per_client": "examples-per-client",
+    "self_balancing": "dirichlet-self-balancing",
+    "local_test_split": "local-test-split",
 }
 
 

@@ -61,8 +61,10 @@ def partition_labels(
     seed: int,
     groups: np.ndarray | None = None,
     min_size: int = MIN_DIRICHLET_PARTITION,
+    self_balancing: bool = False,
 ) -> list[np.ndarray]:
-    """Disjoint, sorted int64 index arrays, one per partition.
+    """Disjoint, sorted int64 index arrays, one per partition (``self_balancing``: dirichlet
+    stops giving a partition samples once it holds N/n, flwr-datasets' rule and FedKPer's).
 
     iid and dirichlet assign every index. pathological (flwr's
     ``class_assignment_mode="first-deterministic"``) leaves a class unassigned when no
@@ -83,7 +85,8 @@ def partition_labels(
         raise ValueError(
             f"num-supernodes={num_partitions} exceeds the {len(labels)} samples to split"
         )
-    return _flwr_partition(labels, partitioner, num_partitions, alpha, classes_per_client, seed, min_size)
+    return _flwr_partition(labels, partitioner, num_partitions, alpha, classes_per_client, seed, min_size,
+                           self_balancing)
 
 
 def _natural(groups: np.ndarray | None, num_partitions: int) -> list[np.ndarray]:
@@ -110,6 +113,7 @@ def _flwr_partition(
     classes_per_client: int,
     seed: int,
     min_size: int = MIN_DIRICHLET_PARTITION,
+    self_balancing: bool = False,
 ) -> list[np.ndarray]:
     """Run a flwr-datasets partitioner on a tiny (label, idx) table and read back idx.
 
@@ -139,7 +143,7 @@ def _flwr_partition(
                 partition_by="label",
                 alpha=float(alpha),
                 min_partition_size=max(min_size, MIN_DIRICHLET_PARTITION),
-                self_balancing=False,
+                self_balancing=self_balancing,
                 seed=attempt_seed,
             )
         return PathologicalPartitioner(

@@ -48,7 +48,7 @@ def test_a_stored_partition_is_read_back_not_recomputed(store, monkeypatch):
     assert all(a.dtype == np.int64 for a in again)
 
 
-@pytest.mark.parametrize("change", [{"seed": 1}, {"alpha": 0.3}, {"num_partitions": 4}])
+@pytest.mark.parametrize("change", [{"seed": 1}, {"alpha": 0.3}, {"num_partitions": 4}, {"self_balancing": True}])
 def test_every_setting_keys_the_store(store, change):
     base = _fresh(_spec())
     n = change.pop("num_partitions", 5)
