@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -148,8 +150,16 @@ def _list(what: str) -> int:
     return 0
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler, `timeout`, `kill`) as Ctrl-C: the private SuperLink, its simulation
+    and Ray are stopped on the way out instead of being left running."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     if argv[:1] == ["deploy-local"]:  # its own parser (bouquet.deploy.local)
         from bouquet.deploy.local import main as deploy_main  # noqa: PLC0415
 

@@ -1,0 +1,53 @@
+"""`bouquet run` killed with SIGTERM (a scheduler, `timeout`, `kill`) stops what it started:
+its private SuperLink, the simulation and Ray are gone when it exits, as after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+
+def test_sigterm_stops_the_superlink_the_simulation_and_ray(tmp_path):
+    env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bouquet.cli", "run", "-q", "--num-supernodes", "2", "--run-config",
+         f"method='fedavg' dataset='digits' partitioner='iid' num-server-rounds=500 output-dir='{tmp_path}'"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    root = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any("ClientAppActor" in " ".join(p.cmdline()) for p in seen.values()
+                                                   if _alive(p)):
+        for p in root.children(recursive=True):
+            seen.setdefault(p.pid, p)
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    for p in root.children(recursive=True):
+        seen.setdefault(p.pid, p)
+    assert any("flower-superlink" in " ".join(_cmd(p)) for p in seen.values()), "no SuperLink seen"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert "interrupted: the run and its SuperLink were stopped" in out
+    _, alive = psutil.wait_procs(list(seen.values()), timeout=30)
+    left = [(p.pid, " ".join(_cmd(p))[:80]) for p in alive if _alive(p)]
+    assert not left, f"still running after SIGTERM: {left}"
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmd(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
