@@ -128,7 +128,8 @@ def _handle(msg: Message, context: Context, step: str) -> Message:
     if reply.state:
         context.state[state_key(cid)] = to_record(reply.state)
     memory_key = state_key(cid, "forgetting")
-    scores, memory = track_forgetting(step, call.server_round, reply.metrics, _to_numpy(context.state.get(memory_key)))
+    scores, memory = track_forgetting(step, call.server_round, reply.metrics, _to_numpy(context.state.get(memory_key)),
+                                      cfg.forgetting_first_visit)
     context.state[memory_key] = to_record(memory)
     if where is not None:
         client_state.save(where, call.server_round,

@@ -45,6 +45,9 @@ class RunConfig:
     # a client's local test split: 'stratified' 20 %, or 'per-class' (FedKPer's code: 20 % of the client's
     # size divided equally among the classes it holds, 20 % of a class that has fewer)
     local_test_split: str = field(default="stratified", metadata={"choices": ("stratified", "per-class")})
+    # flip rates where there is no earlier model: 'skip' (none recorded) or 'zero' (FedKPer's code: compared
+    # with an all-wrong model, so a client's first local NFR and round 1's global NFR are 0)
+    forgetting_first_visit: str = field(default="skip", metadata={"choices": ("skip", "zero")})
     # Logical clients (simulation): 0 = one SuperNode per client; N = clients 0..N-1 served in batches by
     # however many SuperNodes run (bouquet.multiplex), their state in a store keyed by client id
     num_clients: int = field(default=0, metadata=_range(0, 100_000_000))

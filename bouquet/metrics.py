@@ -123,13 +123,16 @@ def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray, known: int) -> tupl
     return float(hit.mean()), mean(old), mean(~old)
 
 
-def track_forgetting(step: str, server_round: int, metrics: dict, memory: dict[str, np.ndarray]) -> tuple[dict, dict]:
+def track_forgetting(step: str, server_round: int, metrics: dict, memory: dict[str, np.ndarray],
+                     first_visit: str = "skip") -> tuple[dict, dict]:
     """A client's forgetting bookkeeping across rounds, the same for every method.
 
     ``train``: pops the local model's correctness vector (``CORRECT``) and, when the client
     took part before, adds its local flip rates against the model it produced then.
     ``evaluate``: the global model's ``global_model@local_test`` right after a round the
     client trained in becomes its reference; in later rounds it reports ``bwt`` against it.
+    ``first_visit='zero'`` (FedKPer's code): a first participation's local flips are taken
+    against an all-wrong model (NFR 0), instead of not being recorded.
     Returns (metrics to send, memory to keep); nothing per-sample leaves the client.
     """
     metrics, memory = dict(metrics), dict(memory)
@@ -138,6 +141,8 @@ def track_forgetting(step: str, server_round: int, metrics: dict, memory: dict[s
         memory["trained_round"] = np.array([server_round])
         if correct is not None:
             before = memory.get("correct")
+            if before is None and first_visit == "zero":
+                before = np.zeros(np.shape(correct), dtype=bool)
             if before is not None and before.shape == np.shape(correct):
                 nfr, pfr = flip_rates(before, correct)
                 metrics[LOCAL_NFR], metrics[stat(PFR, name("local_model", LOCAL_TEST))] = nfr, pfr

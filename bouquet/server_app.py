@@ -60,11 +60,15 @@ class ServerEvaluator:
         self.previous: dict[str, np.ndarray] = {}  # the last global model's correctness per server-side set
         self._test32: torch.Tensor | None = None  # heterogeneous models: the test images at 32×32
 
-    def _score(self, scores: dict[str, float], key: str, correct: np.ndarray) -> None:
-        """Accuracy, and global forgetting: flips against the previous round's global model."""
+    def _score(self, scores: dict[str, float], key: str, correct: np.ndarray, server_round: int = -1) -> None:
+        """Accuracy, and global forgetting: flips against the previous round's global model
+        (``forgetting-first-visit='zero'``: round 1 against an all-wrong model, as FedKPer's code)."""
         scores[key] = float(correct.mean())
-        if key in self.previous:
-            scores[M.stat(M.NFR, key)], scores[M.stat(M.PFR, key)] = M.flip_rates(self.previous[key], correct)
+        before = self.previous.get(key)
+        if server_round == 1 and self.cfg.forgetting_first_visit == "zero":
+            before = np.zeros_like(correct)
+        if before is not None:
+            scores[M.stat(M.NFR, key)], scores[M.stat(M.PFR, key)] = M.flip_rates(before, correct)
         self.previous[key] = correct
 
     def _score_bundle(self, scores: dict[str, float], bundle: HeteroBundle, server_round: int) -> None:
@@ -107,7 +111,7 @@ class ServerEvaluator:
                 x, y = self.test
                 with torch.no_grad():
                     logits = predict_arrays(model, x)
-                self._score(scores, M.GLOBAL_GLOBAL, logits.argmax(1).numpy() == y)
+                self._score(scores, M.GLOBAL_GLOBAL, logits.argmax(1).numpy() == y, server_round)
                 if self.cfg.dataset == "tinyshakespeare":  # a language model is judged by its loss
                     loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)))
                     scores[M.GLOBAL_LOSS], scores[M.GLOBAL_PERPLEXITY] = loss, float(np.exp(loss))

@@ -81,3 +81,12 @@ def test_bwt_with_trained_also_counts_a_returning_client_against_its_previous_re
 def test_bwt_is_a_plain_mean_over_clients():
     rows = [{"num-examples": 100, "bwt": -0.2}, {"num-examples": 1, "bwt": 0.4}]
     assert weighted_mean(rows)["bwt"] == pytest.approx(0.1)
+
+
+def test_first_visit_zero_compares_a_first_participation_with_an_all_wrong_model():
+    """FedKPer's code: the first local NFR is 0 (nothing was right before), positive flips = accuracy."""
+    correct = np.array([1, 0, 1, 1], bool)
+    m, _ = track_forgetting("train", 1, {"correct@local_test": correct}, {}, first_visit="zero")
+    assert m["nfr:local_model@local_test"] == 0.0 and m["pfr:local_model@local_test"] == pytest.approx(0.75)
+    m, _ = track_forgetting("train", 1, {"correct@local_test": correct}, {})
+    assert "nfr:local_model@local_test" not in m  # Bouquet's default: no earlier model, no flip rate

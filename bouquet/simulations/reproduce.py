@@ -117,10 +117,11 @@ PRESETS["fedkper"] = Preset(
     select_by=None,
     final_window=5,
     round_mean=(M.GLOBAL_NFR, M.LOCAL_NFR, M.BWT, M.BWT_WITH_TRAINED),
-    # FedKPer's data protocol (its code): equal-count-per-class local test split, self-balancing Dirichlet
+    # FedKPer's protocol (its code): equal-count-per-class local test split, self-balancing Dirichlet,
+    # first flip rates against an all-wrong model
     run_config={"learning-rate": 0.01, "optimizer": "sgd", "weight-decay": 1e-5, "lr-decay": 0.99,
                 "local-epochs": 5, "batch-size": 12, "fraction-evaluate": 1.0, "min-partition-size": 10,
-                "local-test-split": "per-class", "dirichlet-self-balancing": True},
+                "local-test-split": "per-class", "dirichlet-self-balancing": True, "forgetting-first-visit": "zero"},
     method_config={"fedprox": {"proximal-mu": 0.01}},
     headline=("This is the headline table, and the only one of this preset: FedKPer's official code has no "
               "validation split to select a round by and logs every round, so accuracies are the mean over the "
