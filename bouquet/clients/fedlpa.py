@@ -184,9 +184,11 @@ def mean_entropy_term(mean_prob: torch.Tensor) -> torch.Tensor:
 
 
 def prior_alignment(mean_prob: torch.Tensor, prior: torch.Tensor, direction: str = "mean-prior") -> torch.Tensor:
-    """Local Prior Alignment (``fedlpa-kl``, a guess of the reconstruction): ``mean-prior`` =
+    """Local Prior Alignment (``fedlpa-kl``, a guess of the reconstruction): ``mean-prior`` (default) =
     KL(p̄ ‖ π), which equals :func:`mean_entropy_term` for a uniform π (SimGCD is LPA with π uniform);
-    ``prior-mean`` = KL(π ‖ p̄), the mass-covering direction."""
+    ``prior-mean`` = KL(π ‖ p̄), mass-covering: each client asks the model to cover its own concepts and
+    does not push the outputs it has no concept for toward 0 (KL(p̄ ‖ π) does, on every client; under
+    label skew that can starve the novel outputs of the averaged model: docs/results/fedlpa.md)."""
     p, q = mean_prob.clamp_min(1e-12), prior.to(mean_prob).clamp_min(1e-12)
     if direction == "mean-prior":
         return torch.sum(p * (torch.log(p) - torch.log(q)))

@@ -25,6 +25,17 @@ def _model(method: str) -> str:
     return "local_model" if method.startswith("local") else "global_model"
 
 
+def _final(row: dict[str, Any], out: Path) -> dict[str, float]:
+    """The run's last-round server metrics (every key, local_model@… too), else the result row."""
+    from bouquet.simulations.reproduce import read_rows  # noqa: PLC0415
+
+    path = out / str(row.get("run", "")) / "metrics.csv"
+    if row.get("run") and path.is_file():
+        server = read_rows(path)[0]
+        return server[max(server)] if server else {}
+    return row
+
+
 def _value(row: dict[str, Any], method: str, data: str, part: str) -> float | None:
     v = row.get(gcd_key(_model(method), data, part))
     return None if v is None or v != v else 100.0 * float(v)
@@ -49,7 +60,7 @@ def k_estimates(metrics_csv: Path) -> list[tuple[int, int, float, float]]:
 
 
 def report(results: list[dict[str, Any]], preset, out: Path) -> str:
-    done = [r for r in results if str(r.get("status", "")).endswith("completed")]
+    done = [{**r, **_final(r, out)} for r in results if str(r.get("status", "")).endswith("completed")]
     datasets = [d for d in preset.datasets if any(r["dataset"] == d for r in done)]
     lines = ["## All / Old / New per method and α (final round)", "",
              "Accuracy %, one Hungarian matching over all classes (SimGCD's `split_cluster_acc_v2`), mean ± std over "
@@ -68,29 +79,34 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
             cells = [_cell([v for r in mine if (v := _value(r, m, data, part)) is not None])
                      for data in ("global_test", M.UNLABELLED) for _, part in PARTS]
             lines.append(f"| {d} | {m} | {len(mine)} | " + " | ".join(cells) + " |")
-        for data in ("global_test", M.UNLABELLED):
-            lpa = [v for r in done if r["dataset"] == d and r["method"] == "fedlpa" if (v := _value(r, "fedlpa", data, "_new")) is not None]
-            base = [v for r in done if r["dataset"] == d and r["method"] == "simgcd" if (v := _value(r, "simgcd", data, "_new")) is not None]
-            if lpa and base:
-                deltas.append((d, data, statistics.fmean(lpa) - statistics.fmean(base), len(lpa), len(base)))
+        for variant in [m for m in preset.methods if m.startswith("fedlpa")]:
+            for data in ("global_test", M.UNLABELLED):
+                lpa = [v for r in done if r["dataset"] == d and r["method"] == variant
+                       if (v := _value(r, variant, data, "_new")) is not None]
+                base = [v for r in done if r["dataset"] == d and r["method"] == "simgcd"
+                        if (v := _value(r, "simgcd", data, "_new")) is not None]
+                if lpa and base:
+                    deltas.append((d, variant, data, statistics.fmean(lpa) - statistics.fmean(base), len(lpa), len(base)))
     lines += ["", "## FedLPA − FedAvg+SimGCD on New (mean over seeds)", "",
-              "| setting | data | Δ New (points) | seeds (FedLPA / SimGCD) |", "|---|---|---|---|"]
-    lines += [f"| {d} | {data} | {delta:+.1f} | {a} / {b} |" for d, data, delta, a, b in deltas]
+              "| setting | FedLPA variant | data | Δ New (points) | seeds (FedLPA / SimGCD) |", "|---|---|---|---|---|"]
+    lines += [f"| {d} | {v} | {data} | {delta:+.1f} | {a} / {b} |" for d, v, data, delta, a, b in deltas]
     lines += ["", "## Estimated vs true number of categories (FedLPA, every discovery round)", "",
               "Per client: InfoMap concepts of at least `fedlpa-min-concept` of its samples vs its classes with at "
               "least that share. Mean over clients and seeds; |error| = mean absolute difference.", "",
-              "| setting | round | estimated K | true K | mean abs. error | clients |", "|---|---|---|---|---|---|"]
+              "| setting | method | round | estimated K | true K | mean abs. error | clients |",
+              "|---|---|---|---|---|---|---|"]
     for d in datasets:
-        by_round: dict[int, list[tuple[float, float]]] = defaultdict(list)
-        for r in done:
-            if r["dataset"] == d and r["method"] == "fedlpa" and r.get("run") and (out / r["run"] / "metrics.csv").is_file():
-                for rnd, _, est, true in k_estimates(out / r["run"] / "metrics.csv"):
-                    by_round[rnd].append((est, true))
-        for rnd in sorted(by_round):
-            pairs = by_round[rnd]
-            lines.append(f"| {d} | {rnd} | {statistics.fmean(e for e, _ in pairs):.1f} | "
-                         f"{statistics.fmean(t for _, t in pairs):.1f} | "
-                         f"{statistics.fmean(abs(e - t) for e, t in pairs):.1f} | {len(pairs)} |")
+        for variant in [m for m in preset.methods if m.startswith("fedlpa")]:
+            by_round: dict[int, list[tuple[float, float]]] = defaultdict(list)
+            for r in done:
+                if r["dataset"] == d and r["method"] == variant and r.get("run") and (out / r["run"] / "metrics.csv").is_file():
+                    for rnd, _, est, true in k_estimates(out / r["run"] / "metrics.csv"):
+                        by_round[rnd].append((est, true))
+            for rnd in sorted(by_round):
+                pairs = by_round[rnd]
+                lines.append(f"| {d} | {variant} | {rnd} | {statistics.fmean(e for e, _ in pairs):.1f} | "
+                             f"{statistics.fmean(t for _, t in pairs):.1f} | "
+                             f"{statistics.fmean(abs(e - t) for e, t in pairs):.1f} | {len(pairs)} |")
     lines += ["", "## Beside the paper", "",
               "The paper's CIFAR-10 (α = 0.2) FedLPA row per the digest (unverified): All / Old / New = "
               f"{'/'.join(str(v) for v in PAPER_CIFAR['fedlpa'])} with a DINO ViT-B/16 backbone; FedAvg+GCD All "

@@ -35,7 +35,11 @@ def test_uniform_prior_alignment_equals_simgcds_mean_entropy_term():
     assert not torch.allclose(L.prior_alignment(p, uniform, "prior-mean"), L.mean_entropy_term(p), atol=1e-3)
     # a skewed prior is not the mean-entropy term either, and the alignment is 0 at p = prior
     skewed = torch.tensor([0.5, 0.3, 0.2] + [0.0] * 7) * 0.99 + 0.001
-    assert float(L.prior_alignment(skewed, skewed)) == pytest.approx(0.0, abs=1e-6)
+    for direction in ("mean-prior", "prior-mean"):
+        assert float(L.prior_alignment(skewed, skewed, direction)) == pytest.approx(0.0, abs=1e-6)
+    # mass-covering: an output the client has no concept for costs (almost) nothing when used
+    assert float(L.prior_alignment(torch.full((10,), 0.1), skewed, "prior-mean")) < float(
+        L.prior_alignment(torch.full((10,), 0.1), skewed, "mean-prior"))
 
 
 def test_simgcd_loss_with_a_uniform_prior_is_simgcd_loss():
@@ -45,9 +49,10 @@ def test_simgcd_loss_with_a_uniform_prior_is_simgcd_loss():
     y = torch.tensor([0, 1, 2, 0, 1, 7, 8, 9])
     lab = torch.tensor([True, True, True, True, True, False, False, False])
     base = L.simgcd_loss(logits, proj, y, lab, 0.07, 0.35, 2.0)
-    lpa = L.simgcd_loss(logits, proj, y, lab, 0.07, 0.35, 2.0, prior=torch.full((10,), 0.1))
+    lpa = L.simgcd_loss(logits, proj, y, lab, 0.07, 0.35, 2.0, prior=torch.full((10,), 0.1), direction="mean-prior")
     assert torch.allclose(base, lpa, atol=1e-5)
-    skew = L.simgcd_loss(logits, proj, y, lab, 0.07, 0.35, 2.0, prior=torch.tensor([0.91] + [0.01] * 9))
+    skew = L.simgcd_loss(logits, proj, y, lab, 0.07, 0.35, 2.0, prior=torch.tensor([0.91] + [0.01] * 9),
+                         direction="mean-prior")
     assert not torch.allclose(base, skew, atol=1e-3)
 
 
