@@ -25,6 +25,9 @@ class FedLPAStrategy(BouquetStrategy, FedAvg):
     """FedAvg (weighted by num-examples) + the global-test GCD scores of each new global model."""
 
     scores_global_model = True
+    # the server's generic score (argmax against the class ids) means nothing for discovered clusters:
+    # only the Hungarian-matched scores below are recorded for the global model
+    server_evaluates = False
 
     @cached_property
     def _test(self) -> tuple[np.ndarray, np.ndarray] | None:

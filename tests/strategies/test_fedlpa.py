@@ -63,14 +63,20 @@ def test_a_tiny_fedlpa_federation_discovers_novel_classes_above_chance(tmp_path)
 
 
 def test_every_gcd_method_starts_from_the_same_warm_up(tmp_path):
-    """Round 1 is the shared federated SimCLR warm-up: the same losses and the same global model (its
-    plain test accuracy, scored by the server) for every method; round 2 is where they part."""
-    seen = {}
+    """Round 1 is the shared federated SimCLR warm-up, averaged by FedAvg for every method: the same
+    losses and the same update from every client (so the same global model), which FedLPA and
+    SimGCD then score identically on the clients' unlabelled data; round 2 is where they part. The
+    server's plain-argmax test accuracy is not recorded for these methods (it means nothing for clusters)."""
+    seen, scored = {}, {}
     for method in ("fedlpa", "simgcd", "gcd", "local-simgcd"):
         run_dir, _ = run_in_process(tmp_path / method, 2, method=method, **{**TINY, **SMALL, "num-server-rounds": 2})
-        server, _ = _rows(run_dir)
-        seen[method] = (server[1]["train_loss"], server[1][M.GLOBAL_GLOBAL], server[2]["train_loss"])
+        server, clients = _rows(run_dir)
+        assert M.GLOBAL_GLOBAL not in server[1] and M.GLOBAL_GLOBAL not in server[2]
+        updates = tuple(clients[1][pid]["update_norm"] for pid in sorted(clients[1]))
+        seen[method] = (server[1]["train_loss"], updates, server[2]["train_loss"])
+        scored[method] = server[1].get(M.stat(M.HUNGARIAN, "global_model@unlabelled"))
     assert len({v[:2] for v in seen.values()}) == 1, seen
+    assert scored["fedlpa"] is not None and scored["fedlpa"] == scored["simgcd"], scored
     assert len({v[2] for v in seen.values()}) > 1, seen  # GCD training differs by method
 
 
