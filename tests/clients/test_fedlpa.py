@@ -219,5 +219,9 @@ def test_bad_gcd_settings_name_the_key(over, expect):
 
 
 def test_gcd_checks_apply_only_to_gcd_methods():
-    RunConfig.from_run_config({**_OK, "method": "fedavg", "gcd-ssl-rounds": 50})  # not a GCD method: fine
-    RunConfig.from_run_config({**_OK, "gcd-head-size": 20, "gcd-known-classes": 5})
+    cfg = RunConfig.from_run_config({**_OK, "method": "fedavg", "gcd-ssl-rounds": 50})  # not a GCD method: fine
+    assert cfg.method == "fedavg" and cfg.gcd_ssl_rounds == 50
+    with pytest.raises(ConfigError, match="gcd-ssl-rounds"):  # the same value for a GCD method is refused
+        RunConfig.from_run_config({**_OK, "gcd-ssl-rounds": 50})
+    wide = RunConfig.from_run_config({**_OK, "gcd-head-size": 20, "gcd-known-classes": 5})
+    assert wide.gcd_head_size == 20 and wide.gcd_known_classes == 5

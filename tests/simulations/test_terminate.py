@@ -11,6 +11,8 @@ import time
 
 import psutil
 
+from tests.simulations.test_ray_cluster import _running as _alive
+
 
 def test_sigterm_stops_the_superlink_the_simulation_and_ray(tmp_path):
     env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
@@ -37,13 +39,6 @@ def test_sigterm_stops_the_superlink_the_simulation_and_ray(tmp_path):
     _, alive = psutil.wait_procs(list(seen.values()), timeout=30)
     left = [(p.pid, " ".join(_cmd(p))[:80]) for p in alive if _alive(p)]
     assert not left, f"still running after SIGTERM: {left}"
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _cmd(p: psutil.Process) -> list[str]:
