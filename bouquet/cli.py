@@ -24,7 +24,8 @@ def _export(ns: argparse.Namespace) -> int:
     from bouquet.datasets import DataFileError, export_partitions  # noqa: PLC0415
 
     keys = ("seed", "dirichlet_alpha", "classes_per_client", "min_partition_size",
-            "graph_unseen_fraction", "graph_missing_classes", "data_dir")
+            "graph_unseen_fraction", "graph_missing_classes", "graph_missing_rule", "graph_train_fraction",
+            "data_dir")
     overrides = {k.replace("_", "-"): getattr(ns, k) for k in keys if getattr(ns, k) is not None}
     try:
         # fedavg accepts every dataset, so only the data keys are judged here
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--min-partition-size", type=int, default=None)
     exp.add_argument("--graph-unseen-fraction", type=float, default=None)
     exp.add_argument("--graph-missing-classes", type=int, default=None)
+    exp.add_argument("--graph-missing-rule", choices=("random", "not-largest"), default=None)
+    exp.add_argument("--graph-train-fraction", type=float, default=None)
     exp.add_argument("--data-dir", default=None, help="raw data root (default: $BOUQUET_DATA)")
     exp.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     from bouquet.simulations.bench import add_arguments as bench_arguments  # noqa: PLC0415 (light)

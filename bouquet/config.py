@@ -82,6 +82,10 @@ class RunConfig:
     data_dir: str = ""
     graph_unseen_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
     graph_missing_classes: int = field(default=1, metadata=_range(0))
+    # which classes go missing: drawn among all a client has, or never its largest one
+    graph_missing_rule: str = field(default="random", metadata={"choices": ("random", "not-largest")})
+    # share of a client's seen nodes that are labelled for training; validation 0.2, test the rest
+    graph_train_fraction: float = field(default=0.6, metadata=_range(0.0, 0.8, lo_open=True))
     # FedLoG (Kim et al., ICLR 2025); defaults follow the authors' argument.py
     fedlog_num_proto: int = field(default=20, metadata=_range(1))
     fedlog_faithful_to: str = field(default="code", metadata={"choices": ("code", "paper")})
@@ -296,6 +300,8 @@ def data_spec(cfg: RunConfig, num_partitions: int):
         unseen_fraction=cfg.graph_unseen_fraction,
         min_partition_size=cfg.min_partition_size,
         missing_classes=cfg.graph_missing_classes,
+        missing_rule=cfg.graph_missing_rule,
+        train_fraction=cfg.graph_train_fraction,
         examples_per_client=cfg.examples_per_client,
         self_balancing=cfg.dirichlet_self_balancing,
         local_test_split=cfg.local_test_split,

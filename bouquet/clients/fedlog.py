@@ -31,6 +31,7 @@ from bouquet.clients.base import Arrays, ClientCall, ClientReply, arrays_to_mode
 from bouquet.clients.training import setting_scores
 from bouquet.datasets import GraphClientData
 from bouquet.device import to_device, to_numpy
+from bouquet.models import sage_cache
 from bouquet.seeding import derive_seed
 
 HIDDEN, EMBED = 128, 64
@@ -218,6 +219,7 @@ class FedLoGClient:
         opt_h = torch.optim.Adam([syn_h], lr=run.fedlog_lr)
         opt_t = torch.optim.Adam([syn_t], lr=run.fedlog_lr)
         alpha = degree_weight(data.edge_index, data.num_nodes, run.fedlog_tau)
+        embed = sage_cache.cached(net.embedder, data.x, data.edge_index)
         train_idx = data.train_mask.nonzero().flatten()
         losses = []
         net.train()
@@ -225,7 +227,7 @@ class FedLoGClient:
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
             for batch in epoch_batches(order, run.batch_size):
                 head, tail = prototypes(net, syn_h, c), prototypes(net, syn_t, c)
-                h = net.embedder(data.x, data.edge_index)
+                h = embed(net.embedder)
                 lh, lt = branch_log_probs(net, h[batch], head, tail)
                 loss = F.nll_loss(mixed_log_probs(lh, lt, alpha[batch]), data.y[batch])
                 loss = loss + run.fedlog_norm_weight * (syn_h.norm() + syn_t.norm())
@@ -292,18 +294,19 @@ def pretrain(net: FedLoGNet, data: GraphClientData, epochs: int, batch_size: int
     remainder too, and the best validation state restored."""
     opt = torch.optim.Adam(list(net.embedder.parameters()) + list(net.classifier.parameters()), lr=lr, weight_decay=5e-4)
     train_idx = data.train_mask.nonzero().flatten()
+    embed = sage_cache.cached(net.embedder, data.x, data.edge_index)
     best, best_state, waited = -1.0, None, 0
     for _ in range(epochs):
         net.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for batch in epoch_batches(order, batch_size) if as_code else order.split(batch_size):
-            loss = F.cross_entropy(net.classifier(net.embedder(data.x, data.edge_index)[batch]), data.y[batch])
+            loss = F.cross_entropy(net.classifier(embed(net.embedder)[batch]), data.y[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            pred = net.classifier(net.embedder(data.x, data.edge_index)).argmax(1)
+            pred = net.classifier(embed(net.embedder)).argmax(1)
         acc = float((pred[data.val_mask] == data.y[data.val_mask]).float().mean()) if data.val_mask.any() else 0.0
         if acc > best or (as_code and acc == best):
             best, waited = acc, 0

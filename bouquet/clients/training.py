@@ -1,7 +1,9 @@
 """Shared local training and evaluation loops for array data and subgraphs.
 
 Graphs train in mini-batches of *labelled nodes* over a full-subgraph forward pass, so
-``batch-size`` and ``local-epochs`` mean the same thing for every kind of data.
+``batch-size`` and ``local-epochs`` mean the same thing for every kind of data; a GraphSAGE's
+first-layer aggregation of the fixed features is computed once per call
+(:mod:`bouquet.models.sage_cache`, bitwise the same result).
 
 Models and subgraphs are already on :func:`bouquet.device.device` (``arrays_to_model``,
 ``ClientCall.data``); array batches are moved here, and scores come back to the CPU.
@@ -21,6 +23,8 @@ from torch import nn
 from bouquet import metrics as M
 from bouquet.datasets import ArrayClientData, GraphClientData
 from bouquet.device import to_device
+from bouquet.models import sage_cache
+from bouquet.models.nets import SAGE
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
 # (logits, labels, forward) -> loss; ``forward(other)`` gives another module's logits on the
@@ -66,6 +70,7 @@ def train_local(
     if isinstance(data, GraphClientData):
         targets = data.train_mask.nonzero().flatten()
         x_all, y_all = None, data.y
+        graph_forward = subgraph_forward(model, data)
     else:
         targets = torch.arange(len(data.y_train))
         x_all, y_all = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
@@ -74,7 +79,7 @@ def train_local(
         order = targets[torch.randperm(len(targets), generator=gen)]
         for batch in order.split(batch_size):
             if isinstance(data, GraphClientData):
-                forward = lambda m, b=batch: m(data.x, data.edge_index)[b]  # noqa: E731
+                forward = lambda m, b=batch: graph_forward(m)[b]  # noqa: E731
             else:
                 forward = lambda m, xb=to_device(x_all[batch]): m(xb)  # noqa: E731
             logits, yb = forward(model), to_device(y_all[batch])
@@ -89,6 +94,15 @@ def train_local(
             opt.step()
             losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def subgraph_forward(model: nn.Module, data: GraphClientData) -> Callable[[nn.Module], torch.Tensor]:
+    """``m -> m(data.x, data.edge_index)`` for ``model`` and any model of its architecture
+    (a distillation teacher), reusing one first-layer aggregation where the model allows it."""
+    if not isinstance(model, SAGE):
+        return lambda m: m(data.x, data.edge_index)
+    embed = sage_cache.cached(model.gnn, data.x, data.edge_index)
+    return lambda m: embed(m.gnn)
 
 
 def distill_from(model: nn.Module, loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> BatchLoss:

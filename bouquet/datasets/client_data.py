@@ -22,7 +22,8 @@ from bouquet.datasets.partition import (
 )
 
 LOCAL_TEST_FRACTION = 0.2
-GRAPH_SPLIT = (0.6, 0.2)  # train, val; the rest is test
+GRAPH_VAL = 0.2  # share of a client's seen nodes for validation; train: graph-train-fraction; test: the rest
+MISSING_RULES = ("random", "not-largest")
 # Cross-silo datasets whose natural split only makes sense in full.
 _EXACT_NATURAL = {"heart-disease": 4}
 
@@ -40,6 +41,8 @@ class DataSpec:
     data_dir: str = ""
     unseen_fraction: float = 0.2  # graphs: share of a client's other nodes that arrive later
     missing_classes: int = 1  # graphs: classes per client whose nodes all arrive later
+    missing_rule: str = "random"  # graphs: "not-largest" never takes a client's largest class
+    train_fraction: float = 0.6  # graphs: labelled share of the seen nodes (validation 0.2)
     min_partition_size: int = 2  # dirichlet: least samples per client (flwr-datasets retries)
     examples_per_client: int = 60  # iid-draw: rows each client draws
     self_balancing: bool = False  # dirichlet: cap a client at N/n (flwr-datasets' self_balancing)
@@ -102,6 +105,10 @@ def check_spec(spec: DataSpec) -> None:
         raise ValueError(f"graph-unseen-fraction must be in [0, 1), got {spec.unseen_fraction}")
     if spec.missing_classes < 0:
         raise ValueError(f"graph-missing-classes must be >= 0, got {spec.missing_classes}")
+    if spec.missing_rule not in MISSING_RULES:
+        raise ValueError(f"graph-missing-rule={spec.missing_rule!r} is unknown; choose one of {', '.join(MISSING_RULES)}")
+    if not 0.0 < spec.train_fraction <= 1.0 - GRAPH_VAL:
+        raise ValueError(f"graph-train-fraction must be in (0, {1.0 - GRAPH_VAL:g}], got {spec.train_fraction}")
     num_classes = NUM_CLASSES[spec.dataset]
     if not 1 <= spec.classes_per_client <= num_classes:
         raise ValueError(
@@ -378,10 +385,11 @@ def _graph_client(
 
     Construction (same for every method; ``spec=None`` = held-out graph, all nodes test):
     1. missing classes: ``missing_classes`` classes drawn uniformly among the classes with at
-       least 2 nodes here, never leaving fewer than 2 seen classes; all their nodes arrive later;
+       least 2 nodes here (``missing_rule='not-largest'``: never the client's largest class),
+       never leaving fewer than 2 seen classes; all their nodes arrive later;
     2. unseen nodes: a random ``unseen_fraction`` of the remaining nodes arrives later;
-    3. the other nodes form the training graph (edges among them only), split 60/20/20
-       into train/val/test ("seen graph").
+    3. the other nodes form the training graph (edges among them only), split
+       ``train_fraction`` / 0.2 / the rest into train/val/test ("seen graph"; default 60/20/20).
     """
     from torch_geometric.utils import subgraph
 
@@ -399,6 +407,8 @@ def _graph_client(
         classes, counts = np.unique(y.numpy(), return_counts=True)
         eligible = classes[counts >= 2]
         k = min(spec.missing_classes, max(len(eligible) - 2, 0))
+        if spec.missing_rule == "not-largest":
+            eligible = eligible[eligible != classes[np.argmax(counts)]]
         missing_classes = tuple(sorted(int(c) for c in rng.choice(eligible, size=k, replace=False)))
         missing = torch.from_numpy(np.isin(y.numpy(), missing_classes))
         rest = (~missing).nonzero().flatten()
@@ -406,7 +416,7 @@ def _graph_client(
         n_unseen = int(round(spec.unseen_fraction * len(rest)))
         unseen[rest[:n_unseen]] = True
         seen = rest[n_unseen:]
-        n_train, n_val = int(GRAPH_SPLIT[0] * len(seen)), int(GRAPH_SPLIT[1] * len(seen))
+        n_train, n_val = int(spec.train_fraction * len(seen)), int(GRAPH_VAL * len(seen))
         train[seen[:n_train]] = True
         val[seen[n_train : n_train + n_val]] = True
         test[seen[n_train + n_val :]] = True

@@ -49,6 +49,8 @@ SPEC_KEYS = {
     "seed": "seed",
     "unseen_fraction": "graph-unseen-fraction",
     "missing_classes": "graph-missing-classes",
+    "missing_rule": "graph-missing-rule",
+    "train_fraction": "graph-train-fraction",
     "min_partition_size": "min-partition-size",
     "examples_per_client": "examples-per-client",
     "self_balancing": "dirichlet-self-balancing",

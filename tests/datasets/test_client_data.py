@@ -117,6 +117,32 @@ def test_global_test() -> None:
     assert np.array_equal(np.sort(y), np.sort(np.concatenate([p.y_test for p in parts])))
 
 
+def test_graph_split_settings_move_the_missing_class_and_the_labelled_share() -> None:
+    """Split sensitivity (issue 19): 'not-largest' never withholds a client's largest class;
+    two missing classes withhold two; the train fraction sets the labelled share, validation
+    stays 20 %. 'random' with the defaults is the split every earlier result used."""
+    rules = {"random": [], "not-largest": []}
+    for seed in range(6):
+        for rule in rules:
+            for pid in range(3):
+                c = client_data(_spec("cora", "louvain", 3, seed=seed, missing_rule=rule), pid)
+                counts = np.bincount(c.y.numpy(), minlength=7)
+                rules[rule].append(int(np.argmax(counts)) in c.missing_classes)
+    assert not any(rules["not-largest"])
+    assert any(rules["random"])  # the rule is not vacuous on these splits
+    two = client_data(_spec("cora", "louvain", 3, missing_classes=2, missing_rule="not-largest"), 0)
+    assert len(two.missing_classes) == 2
+    assert torch.equal(two.missing_mask, torch.isin(two.y, torch.tensor(two.missing_classes)))
+    low = client_data(_spec("cora", "louvain", 3, train_fraction=0.2), 0)
+    default = client_data(_spec("cora", "louvain", 3), 0)
+    seen = int((low.train_mask | low.val_mask | low.test_mask).sum())
+    assert int(low.train_mask.sum()) == int(0.2 * seen) and int(low.val_mask.sum()) == int(0.2 * seen)
+    assert int(low.test_mask.sum()) == seen - 2 * int(0.2 * seen)
+    # the same nodes are seen and the same class is missing: only the labelled share moves
+    assert torch.equal(low.missing_mask, default.missing_mask) and torch.equal(low.unseen_mask, default.unseen_mask)
+    assert bool((low.train_mask & ~default.train_mask).sum() == 0)
+
+
 @pytest.mark.parametrize(
     "spec,key",
     [
@@ -129,6 +155,9 @@ def test_global_test() -> None:
         (_spec("digits", "pathological", 2, classes_per_client=0), "classes-per-client"),
         (_spec("heart-disease", "natural", 3), "num-supernodes"),
         (_spec("tinyshakespeare", "natural", 10_000), "num-supernodes"),
+        (_spec("cora", "louvain", 3, missing_rule="largest"), "graph-missing-rule"),
+        (_spec("cora", "louvain", 3, train_fraction=0.9), "graph-train-fraction"),
+        (_spec("cora", "louvain", 3, train_fraction=0.0), "graph-train-fraction"),
     ],
 )
 def test_check_spec_names_the_key(spec: DataSpec, key: str) -> None:
