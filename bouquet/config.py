@@ -35,7 +35,7 @@ class RunConfig:
     method: str = field(default="fedlog", metadata={"choices": "methods"})
     dataset: str = field(default="cora", metadata={"choices": DATASETS})
     partitioner: str = field(default="louvain", metadata={"choices": PARTITIONERS})
-    model: str = field(default="auto", metadata={"choices": ("auto", "fedavg-cnn", "char-lstm-small")})
+    model: str = field(default="auto", metadata={"choices": ("auto", "fedavg-cnn", "char-lstm-small", "gcn")})
     dirichlet_alpha: float = field(default=0.5, metadata=_range(0.0, None, lo_open=True))
     classes_per_client: int = field(default=2, metadata=_range(1))
     min_partition_size: int = field(default=2, metadata=_range(2))  # dirichlet: least samples per client
@@ -56,6 +56,9 @@ class RunConfig:
     fraction_evaluate: float = field(default=1.0, metadata=_range(0.0, 1.0))
     local_epochs: int = field(default=1, metadata=_range(1))
     batch_size: int = field(default=64, metadata=_range(1))
+    # keep the local optimizer's state (Adam moments, SGD momentum) across rounds, as FED-PUB's code
+    # does for its FedAvg; fedavg, fedprox, fedntd, local only (FED-PUB always keeps its own)
+    keep_optimizer_state: bool = False
     learning_rate: float = field(default=0.05, metadata=_range(0.0, None, lo_open=True))
     optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam")})
     weight_decay: float = field(default=0.0, metadata=_range(0.0))
@@ -178,6 +181,12 @@ class RunConfig:
         self._validate_dp(METHODS)
         self._validate_gefl()
         self._validate_gcd()
+        if self.keep_optimizer_state and self.method not in ("fedavg", "fedprox", "fedntd", "local"):
+            raise ConfigError(f"keep-optimizer-state=true with method={self.method!r}: only fedavg, fedprox, fedntd "
+                              "and local keep their optimizer across rounds (fedpub always does)")
+        if self.keep_optimizer_state and self.dp_mode != "none":
+            raise ConfigError(f"keep-optimizer-state=true with dp={self.dp_mode!r}: state carried across rounds "
+                              "is not in the privacy analysis; leave it false")
         allowed = METHODS[self.method].datasets
         if self.dataset not in allowed:
             raise ConfigError(

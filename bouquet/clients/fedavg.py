@@ -32,7 +32,7 @@ class FedAvgClient:
         return arrays_to_model(call.new_model(), call.arrays)
 
     def fit(self, call: ClientCall, model: nn.Module, *, extra_loss: ExtraLoss | None = None,
-            batch_loss: BatchLoss | None = None) -> float:
+            batch_loss: BatchLoss | None = None, optimizer_state: dict | None = None) -> float:
         """The shared local loop with this run's settings; returns the mean batch loss."""
         return train_local(
             model,
@@ -45,19 +45,39 @@ class FedAvgClient:
             optimizer=call.run.optimizer,
             weight_decay=call.run.weight_decay,
             batch_loss=batch_loss,
+            optimizer_state=optimizer_state,
         )
 
     def train(self, call: ClientCall) -> ClientReply:
         model = self.start_model(call)
-        loss = self.fit(call, model, extra_loss=self.extra_loss(call, model), batch_loss=self.batch_loss(call, model))
+        opt_state = kept_optimizer_state(call)
+        loss = self.fit(call, model, extra_loss=self.extra_loss(call, model), batch_loss=self.batch_loss(call, model),
+                        optimizer_state=opt_state)
         metrics = {
             M.NUM_EXAMPLES: num_train_examples(call.data),
             M.TRAIN_LOSS: loss,
             **setting_scores(module_predictor(model), call.data, "local_model", call.new_client),
         }
-        return ClientReply(model_to_arrays(model), metrics, call.state)
+        return ClientReply(model_to_arrays(model), metrics, with_optimizer_state(call.state, opt_state))
 
     def evaluate(self, call: ClientCall) -> ClientReply:
         """The new global model in every local setting (``new_client`` is scored on the server)."""
         scores = setting_scores(module_predictor(self.start_model(call)), call.data, "global_model")
         return ClientReply({}, {M.NUM_EXAMPLES: num_train_examples(call.data), **scores}, call.state)
+
+
+OPTIMIZER = "optimizer/"
+
+
+def kept_optimizer_state(call: ClientCall) -> dict | None:
+    """The optimizer state this client kept last round (``keep-optimizer-state``), else None."""
+    if not call.run.keep_optimizer_state:
+        return None
+    return {k[len(OPTIMIZER):]: v for k, v in call.state.items() if k.startswith(OPTIMIZER)}
+
+
+def with_optimizer_state(state: dict, opt_state: dict | None) -> dict:
+    if opt_state is None:
+        return state
+    return {**{k: v for k, v in state.items() if not k.startswith(OPTIMIZER)},
+            **{OPTIMIZER + k: v for k, v in opt_state.items()}}

@@ -3,7 +3,8 @@
 A two-layer GCN whose weights are multiplied by learnable, sparsified masks. The masks are
 personal: the client keeps its own and never loads the server's. Each round the client
 starts from its personalized model (the server's similarity-weighted mix of all clients),
-trains full-batch with CE + l1·‖masks‖₁ + loc_l2·‖w − w_received‖₂, and uploads its weights
+trains full-batch with CE + l1·‖masks‖₁ + loc_l2·‖w − w_received‖₂ (Adam, its state kept
+across rounds as the authors' client saves and reloads it), and uploads its weights
 plus a *functional embedding*: the mean output of its GCN on a random proxy graph, which the
 server compares across clients. Hyperparameters follow the authors' Cora script.
 """
@@ -20,7 +21,8 @@ from torch_geometric.utils import scatter
 
 from bouquet import metrics as M
 from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model, model_to_arrays
-from bouquet.clients.training import setting_scores
+from bouquet.clients.fedavg import OPTIMIZER
+from bouquet.clients.training import load_optimizer_arrays, optimizer_arrays, setting_scores
 from bouquet.datasets import GraphClientData
 from bouquet.device import to_device, to_numpy
 from bouquet.seeding import derive_seed
@@ -127,6 +129,9 @@ class FedPubClient:
         torch.manual_seed(derive_seed(run.seed, call.server_round, call.cid))
         received = None if not call.state else {k: v.detach().clone() for k, v in model.named_parameters()}
         opt = torch.optim.Adam(model.parameters(), lr=run.fedpub_lr, weight_decay=1e-6)
+        kept = {k[len(OPTIMIZER):]: v for k, v in call.state.items() if k.startswith(OPTIMIZER)}
+        if kept:  # the authors' client saves and reloads its Adam state between rounds
+            load_optimizer_arrays(opt, kept)
         model.train()
         losses = []
         for _ in range(run.local_epochs):  # one full-batch step per epoch, as the authors' loader
@@ -141,7 +146,8 @@ class FedPubClient:
         arrays = model_to_arrays(model)
         proxy = proxy_graph(data.x.shape[1], run.fedpub_n_proxy, derive_seed(run.seed, "fedpub-proxy") % 2**31)
         metrics = {M.NUM_EXAMPLES: int(data.train_mask.sum()), M.TRAIN_LOSS: float(np.mean(losses)), **scores}
-        state = {k: v for k, v in arrays.items() if is_mask(k)}
+        state = {**{k: v for k, v in arrays.items() if is_mask(k)},
+                 **{OPTIMIZER + k: v for k, v in optimizer_arrays(opt).items()}}
         return ClientReply(arrays, metrics, state, extras={UPLOAD: {"embedding": functional_embedding(model, proxy)}})
 
     def evaluate(self, call: ClientCall) -> ClientReply:

@@ -18,5 +18,5 @@ class LocalClient(FedAvgClient):
 
     def train(self, call: ClientCall) -> ClientReply:
         reply = super().train(call)
-        state = {**call.state, **{PREFIX + k: v for k, v in reply.arrays.items()}}
+        state = {**reply.state, **{PREFIX + k: v for k, v in reply.arrays.items()}}
         return ClientReply({}, reply.metrics, state)  # nothing to aggregate: send no arrays

@@ -57,15 +57,17 @@ def train_local(
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
     batch_loss: BatchLoss | None = None,
+    optimizer_state: dict[str, np.ndarray] | None = None,
 ) -> float:
     """SGD (momentum 0.9) or Adam over the client's training split; returns the mean batch loss.
-    The optimizer is fresh every call (no state crosses rounds), as in most FL baselines."""
+    The optimizer is fresh every call (no state crosses rounds), as in most FL baselines, unless
+    ``optimizer_state`` is given: it then starts from that dict (empty: fresh) and the dict is
+    replaced by its state at the end (FED-PUB's code keeps Adam's moments across rounds)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay)
+    if optimizer_state:
+        load_optimizer_arrays(opt, optimizer_state)
     model.train()
     if isinstance(data, GraphClientData):
         targets = data.train_mask.nonzero().flatten()
@@ -93,7 +95,32 @@ def train_local(
             loss.backward()
             opt.step()
             losses.append(loss.item())
+    if optimizer_state is not None:
+        optimizer_state.clear()
+        optimizer_state.update(optimizer_arrays(opt))
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def optimizer_arrays(opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    """The optimizer's per-parameter state (Adam's step and moments, SGD's momentum) as flat
+    arrays ``"<param index>/<name>"``, so it can live in a client's state record."""
+    return {f"{idx}/{name}": torch.as_tensor(value).detach().cpu().numpy().copy()
+            for idx, values in opt.state_dict()["state"].items() for name, value in values.items()}
+
+
+def load_optimizer_arrays(opt: torch.optim.Optimizer, arrays: dict[str, np.ndarray]) -> None:
+    """Inverse of :func:`optimizer_arrays`; the learning rate and other settings stay this call's."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in arrays.items():
+        idx, name = key.split("/", 1)
+        state.setdefault(int(idx), {})[name] = torch.from_numpy(np.array(value))
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
 
 
 def subgraph_forward(model: nn.Module, data: GraphClientData) -> Callable[[nn.Module], torch.Tensor]:

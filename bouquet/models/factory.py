@@ -5,16 +5,17 @@ from __future__ import annotations
 from torch import nn
 
 from bouquet.datasets import ArrayDataset, GraphDataset
-from bouquet.models.nets import MLP, SAGE, CharLSTM, FedAvgCNN, SmallCNN
+from bouquet.models.nets import GCN, MLP, SAGE, CharLSTM, FedAvgCNN, SmallCNN
 
-MODELS = ("auto", "fedavg-cnn", "char-lstm-small")  # the ``model`` run-config key
+MODELS = ("auto", "fedavg-cnn", "char-lstm-small", "gcn")  # the ``model`` run-config key
 
 
 def build_model(data: ArrayDataset | GraphDataset, name: str = "auto") -> nn.Module:
     """``auto``: GraphSAGE for graphs, SmallCNN for images, MLP for tabular rows, CharLSTM for
     text. ``fedavg-cnn``: the FedAvg/FedNTD/FedKPer 2-conv CNN (images only). ``char-lstm-small``:
     the same character LSTM with 16 hidden units (3.2k parameters instead of 79k), for user-level
-    DP with few users, where the noise grows with the square root of the parameter count."""
+    DP with few users, where the noise grows with the square root of the parameter count.
+    ``gcn``: FED-PUB's 2-layer GCN (hidden 128), the model of its FedAvg (graphs only)."""
     if name == "fedavg-cnn":
         if isinstance(data, GraphDataset) or data.kind != "image":
             raise ValueError(f"model='fedavg-cnn' needs an image dataset, got {data.name!r}")
@@ -23,6 +24,10 @@ def build_model(data: ArrayDataset | GraphDataset, name: str = "auto") -> nn.Mod
         if isinstance(data, GraphDataset) or data.kind != "text":
             raise ValueError(f"model='char-lstm-small' needs a text dataset, got {data.name!r}")
         return CharLSTM(data.vocab_size, hidden=16)
+    if name == "gcn":
+        if not isinstance(data, GraphDataset):
+            raise ValueError(f"model='gcn' needs a graph dataset, got {data.name!r}")
+        return GCN(data.x.shape[1], data.num_classes)
     if name != "auto":
         raise ValueError(f"model={name!r} is unknown; choose one of {', '.join(MODELS)}")
     if isinstance(data, GraphDataset):

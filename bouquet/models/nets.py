@@ -83,3 +83,21 @@ class SAGE(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         return self.gnn(x, edge_index)
+
+
+class GCN(nn.Module):
+    """FED-PUB's unmasked GCN (its FedAvg model): GCNConv(128)-ReLU-dropout-GCNConv(128)-ReLU-
+    dropout-Linear(C), symmetric normalisation with self loops."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 128) -> None:
+        super().__init__()
+        from torch_geometric.nn import GCNConv  # noqa: PLC0415 (1.4 s import; graphs only)
+
+        self.conv1 = GCNConv(in_features, hidden)
+        self.conv2 = GCNConv(hidden, hidden)
+        self.clsif = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.dropout(torch.relu(self.conv1(x, edge_index)), training=self.training)
+        h = nn.functional.dropout(torch.relu(self.conv2(h, edge_index)), training=self.training)
+        return self.clsif(h)

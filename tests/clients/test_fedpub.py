@@ -25,7 +25,7 @@ def test_masks_stay_personal_and_proxy_is_shared():
     init = {k: v.numpy() for k, v in MaskedGCN(1433, 7).state_dict().items()}
     call = ClientCall(cid=0, num_partitions=3, server_round=1, run=cfg, arrays=init, config={"server-round": 1})
     first = FedPubClient().train(call)
-    assert set(first.state) == {"conv1.mask", "conv2.mask", "clsif.mask"}
+    assert {k for k in first.state if not k.startswith("optimizer/")} == {"conv1.mask", "conv2.mask", "clsif.mask"}
     assert first.extras["fedpub"]["embedding"].shape == (128,)
     foreign = {k: (np.zeros_like(v) if k.endswith("mask") else v) for k, v in first.arrays.items()}
     _, model = FedPubClient()._model(ClientCall(cid=0, num_partitions=3, server_round=2, run=cfg, arrays=foreign,

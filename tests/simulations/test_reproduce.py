@@ -24,6 +24,18 @@ def test_select_round_takes_best_validation_latest_on_ties_and_skips_nan():
     assert select_round({1: {}, 2: {}}, "v") == 2  # nothing to select by: the last round
 
 
+def test_macro_missing_class_counts_each_client_once_and_skips_clients_without_missing_nodes():
+    from bouquet.simulations.reproduce import MACRO_MISSING, MISSING, add_macro_missing
+
+    n = "num-examples@missing_class"
+    server = {1: {MISSING: 0.82}, 2: {}}
+    clients = {1: {0: {MISSING: 0.9, n: 90.0}, 1: {MISSING: 0.1, n: 10.0}, 2: {MISSING: 0.0, n: 0.0}},
+               2: {0: {MISSING: float("nan"), n: 5.0}}, 3: {0: {MISSING: 1.0, n: 1.0}}}
+    add_macro_missing(server, clients)
+    assert server[1][MACRO_MISSING] == pytest.approx(0.5)  # (0.9 + 0.1) / 2; micro would be 0.82
+    assert MACRO_MISSING not in server[2] and 3 not in server
+
+
 def test_mean_std_in_percent():
     assert mean_std([0.5, 0.7]) == "60.0 ± 14.1"
     assert mean_std([None, float("nan")]) == "–"
@@ -37,8 +49,8 @@ def test_markdown_table_rows_are_methods_and_columns_settings():
     table = markdown_table(results, preset)
     lines = table.splitlines()
     assert lines[0] == "### cora, 3 clients (2 seeds)"
-    assert lines[2] == "| method | Seen Graph | Unseen Node | Missing Class | New Client |"
-    assert lines[4] == "| fedlog | 55.0 ± 7.1 | 55.0 ± 7.1 | 55.0 ± 7.1 | 55.0 ± 7.1 |"
+    assert lines[2] == "| method | Seen Graph | Unseen Node | Missing Class | New Client | Missing Class, macro |"
+    assert lines[4] == "| fedlog | 55.0 ± 7.1 | 55.0 ± 7.1 | 55.0 ± 7.1 | 55.0 ± 7.1 | 55.0 ± 7.1 |"
     assert lines[5].startswith("| fedavg |") and len(lines) == 6
 
 
