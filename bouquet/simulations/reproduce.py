@@ -102,6 +102,13 @@ PRESETS: dict[str, Preset] = {
                        # the baselines again with FedLoG's optimizer (Adam 1e-3, wd 5e-4): a fairer match
                        **{f"{m}-adam": {"method": m, "optimizer": "adam", "learning-rate": 0.001, "weight-decay": 0.0005}
                           for m in ("fedavg", "fedprox", "local")}},
+        # the protocol choices FedLoG's claim may depend on (not in the default sweep; name them in --datasets,
+        # e.g. cora-r100): the authors' 100 rounds, which class goes missing, how many, how many labels
+        dataset_config={f"{d}-{variant}": {"dataset": d, **extra} for d in ("cora", "citeseer")
+                        for variant, extra in (("r100", {"num-server-rounds": 100}),
+                                               ("notlargest", {"graph-missing-rule": "not-largest"}),
+                                               ("missing2", {"graph-missing-classes": 2}),
+                                               ("train20", {"graph-train-fraction": 0.2}))},
     ),
 }
 FEDKPER_SETTINGS = (

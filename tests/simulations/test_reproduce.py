@@ -64,7 +64,7 @@ def test_presets_only_name_valid_methods_and_keys(name):
     from bouquet.datasets import check_spec
 
     preset = PRESETS[name]
-    for dataset in preset.datasets:
+    for dataset in dict.fromkeys([*preset.datasets, *preset.dataset_config]):  # named scenarios too
         for method in preset.methods:
             cfg = RunConfig.from_run_config({**preset.run_config, **preset.config_of(dataset), "method": method,
                                              **preset.method_config.get(method, {})})
