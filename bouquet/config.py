@@ -98,6 +98,8 @@ class RunConfig:
     fedlog_norm_weight: float = field(default=0.5, metadata=_range(0.0))  # weight of ‖S^H‖_F and ‖S^T‖_F
     # FED-PUB (Baek et al., ICML 2023); defaults follow the authors' Cora script
     fedpub_lr: float = field(default=0.01, metadata=_range(0.0, None, lo_open=True))
+    # code: the released code's penalties (summed over detached state_dict tensors: no gradient); paper: trained
+    fedpub_faithful_to: str = field(default="code", metadata={"choices": ("code", "paper")})
     fedpub_norm_scale: float = field(default=3.0, metadata=_range(0.0))
     fedpub_l1: float = field(default=0.001, metadata=_range(0.0))
     fedpub_loc_l2: float = field(default=0.001, metadata=_range(0.0))

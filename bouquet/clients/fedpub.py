@@ -4,7 +4,8 @@ A two-layer GCN whose weights are multiplied by learnable, sparsified masks. The
 personal: the client keeps its own and never loads the server's. Each round the client
 starts from its personalized model (the server's similarity-weighted mix of all clients),
 trains full-batch with CE + l1·‖masks‖₁ + loc_l2·‖w − w_received‖₂ (Adam, its state kept
-across rounds as the authors' client saves and reloads it), and uploads its weights
+across rounds as the authors' client saves and reloads it; under ``fedpub-faithful-to='code'``,
+the default, the two penalties give no gradient, as in the released code), and uploads its weights
 plus a *functional embedding*: the mean output of its GCN on a random proxy graph, which the
 server compares across clients. Hyperparameters follow the authors' Cora script.
 """
@@ -103,15 +104,22 @@ def functional_embedding(model: MaskedGCN, proxy: tuple[torch.Tensor, torch.Tens
 
 
 def fedpub_loss(model: MaskedGCN, logits: torch.Tensor, y: torch.Tensor, received: dict[str, torch.Tensor] | None,
-                l1: float, loc_l2: float) -> torch.Tensor:
-    """CE + l1·Σ‖mask‖₁ + loc_l2·Σ‖w − w_received‖₂ over non-mask weights (from round 2 on)."""
+                l1: float, loc_l2: float, penalties_train: bool = True) -> torch.Tensor:
+    """CE + l1·Σ‖mask‖₁ + loc_l2·Σ‖w − w_received‖₂ over non-mask weights (from round 2 on).
+
+    ``penalties_train=False`` is the released code: it sums the two terms over
+    ``model.state_dict()``, whose tensors are detached, so they add to the logged loss but give
+    no gradient; the masks are trained by cross-entropy alone and ``l1`` only acts as the
+    pruning threshold. With the gradient (the paper's objective) Adam drives every mask with a
+    weak cross-entropy signal toward 0 by about lr a step."""
     loss = F.cross_entropy(logits, y)
+    penalty = logits.new_zeros(())
     for name, param in model.named_parameters():
         if is_mask(name):
-            loss = loss + l1 * param.abs().sum()
+            penalty = penalty + l1 * param.abs().sum()
         elif received is not None:
-            loss = loss + loc_l2 * (param - received[name]).norm(2)
-    return loss
+            penalty = penalty + loc_l2 * (param - received[name]).norm(2)
+    return loss + (penalty if penalties_train else penalty.detach())
 
 
 class FedPubClient:
@@ -136,7 +144,8 @@ class FedPubClient:
         losses = []
         for _ in range(run.local_epochs):  # one full-batch step per epoch, as the authors' loader
             loss = fedpub_loss(model, model(data.x, data.edge_index)[data.train_mask], data.y[data.train_mask],
-                               received, run.fedpub_l1, run.fedpub_loc_l2)
+                               received, run.fedpub_l1, run.fedpub_loc_l2,
+                               penalties_train=run.fedpub_faithful_to == "paper")
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -90,7 +90,7 @@ PRESETS: dict[str, Preset] = {
                   "with the best validation accuracy, latest on ties; mean ± std over seeds) with the validation "
                   "accuracies weighted by validation nodes, not by missing-class counts as the released code does "
                   "(a bug; its selection is table 2)."),
-        # baselines: SGD as elsewhere in Bouquet; FedLoG and FED-PUB: Adam 1e-3 as their authors
+        # baselines: SGD as elsewhere in Bouquet; FedLoG: Adam 1e-3 and FED-PUB: Adam 0.01 (Cora), as their authors
         method_config={"fedprox": {"proximal-mu": 0.01},
                        "fedlog-paper": {"method": "fedlog", "fedlog-faithful-to": "paper"},
                        # FedAvg as FED-PUB's public code trains it (models/fedavg, main.py's Cora setting): its GCN,

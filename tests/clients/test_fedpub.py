@@ -20,6 +20,34 @@ def test_loss_is_ce_plus_l1_masks_plus_l2_distance_to_received():
     assert torch.isclose(first_round, F.cross_entropy(logits, y) + 0.01 * masks)
 
 
+def test_the_released_codes_penalties_change_the_loss_value_but_not_the_gradient():
+    """fedpub-faithful-to='code': the authors sum the terms over detached state_dict() tensors."""
+    torch.manual_seed(0)
+    model = MaskedGCN(6, 3)
+    x, ei = torch.randn(10, 6), torch.randint(0, 10, (2, 30))
+    y = torch.randint(0, 3, (10,))
+    received = {k: (v + 0.1).detach() for k, v in model.named_parameters()}
+
+    def grads(**kw):
+        model.zero_grad()
+        loss = fedpub_loss(model, model(x, ei), y, received, l1=0.01, loc_l2=0.1, **kw)
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    torch.manual_seed(1)
+    code_loss, code = grads(penalties_train=False)
+    torch.manual_seed(1)
+    paper_loss, paper = grads(penalties_train=True)
+    model.zero_grad()
+    torch.manual_seed(1)
+    F.cross_entropy(model(x, ei), y).backward()
+    ce = {k: p.grad.clone() for k, p in model.named_parameters()}
+    assert torch.isclose(code_loss, paper_loss)  # the same logged loss
+    assert all(torch.equal(code[k], ce[k]) for k in ce)  # the gradient of cross-entropy alone
+    # the paper's l1 term adds l1·sign(mask) = 0.01 to every mask's gradient
+    assert torch.allclose(paper["conv1.mask"] - ce["conv1.mask"], torch.full_like(ce["conv1.mask"], 0.01), atol=1e-6)
+
+
 def test_masks_stay_personal_and_proxy_is_shared():
     cfg = RunConfig.from_run_config({"method": "fedpub", "num-server-rounds": 2})
     init = {k: v.numpy() for k, v in MaskedGCN(1433, 7).state_dict().items()}
