@@ -69,11 +69,14 @@ class FedAvgClient:
 OPTIMIZER = "optimizer/"
 
 
+def stored_optimizer_state(state: dict) -> dict:
+    """The optimizer arrays a client's state holds (empty on its first round)."""
+    return {k[len(OPTIMIZER):]: v for k, v in state.items() if k.startswith(OPTIMIZER)}
+
+
 def kept_optimizer_state(call: ClientCall) -> dict | None:
     """The optimizer state this client kept last round (``keep-optimizer-state``), else None."""
-    if not call.run.keep_optimizer_state:
-        return None
-    return {k[len(OPTIMIZER):]: v for k, v in call.state.items() if k.startswith(OPTIMIZER)}
+    return stored_optimizer_state(call.state) if call.run.keep_optimizer_state else None
 
 
 def with_optimizer_state(state: dict, opt_state: dict | None) -> dict:

@@ -22,7 +22,7 @@ from torch_geometric.utils import scatter
 
 from bouquet import metrics as M
 from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model, model_to_arrays
-from bouquet.clients.fedavg import OPTIMIZER
+from bouquet.clients.fedavg import stored_optimizer_state, with_optimizer_state
 from bouquet.clients.training import load_optimizer_arrays, optimizer_arrays, setting_scores
 from bouquet.datasets import GraphClientData
 from bouquet.device import to_device, to_numpy
@@ -137,7 +137,7 @@ class FedPubClient:
         torch.manual_seed(derive_seed(run.seed, call.server_round, call.cid))
         received = None if not call.state else {k: v.detach().clone() for k, v in model.named_parameters()}
         opt = torch.optim.Adam(model.parameters(), lr=run.fedpub_lr, weight_decay=1e-6)
-        kept = {k[len(OPTIMIZER):]: v for k, v in call.state.items() if k.startswith(OPTIMIZER)}
+        kept = stored_optimizer_state(call.state)
         if kept:  # the authors' client saves and reloads its Adam state between rounds
             load_optimizer_arrays(opt, kept)
         model.train()
@@ -155,8 +155,7 @@ class FedPubClient:
         arrays = model_to_arrays(model)
         proxy = proxy_graph(data.x.shape[1], run.fedpub_n_proxy, derive_seed(run.seed, "fedpub-proxy") % 2**31)
         metrics = {M.NUM_EXAMPLES: int(data.train_mask.sum()), M.TRAIN_LOSS: float(np.mean(losses)), **scores}
-        state = {**{k: v for k, v in arrays.items() if is_mask(k)},
-                 **{OPTIMIZER + k: v for k, v in optimizer_arrays(opt).items()}}
+        state = with_optimizer_state({k: v for k, v in arrays.items() if is_mask(k)}, optimizer_arrays(opt))
         return ClientReply(arrays, metrics, state, extras={UPLOAD: {"embedding": functional_embedding(model, proxy)}})
 
     def evaluate(self, call: ClientCall) -> ClientReply:
