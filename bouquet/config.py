@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bouquet.datasets import DATASETS, PARTITIONERS
+from bouquet.datasets.client_data import MISSING_RULES
 
 
 class ConfigError(ValueError):
@@ -86,7 +87,7 @@ class RunConfig:
     graph_unseen_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
     graph_missing_classes: int = field(default=1, metadata=_range(0))
     # which classes go missing: drawn among all a client has, or never its largest one
-    graph_missing_rule: str = field(default="random", metadata={"choices": ("random", "not-largest")})
+    graph_missing_rule: str = field(default="random", metadata={"choices": MISSING_RULES})
     # share of a client's seen nodes that are labelled for training; validation 0.2, test the rest
     graph_train_fraction: float = field(default=0.6, metadata=_range(0.0, 0.8, lo_open=True))
     # FedLoG (Kim et al., ICLR 2025); defaults follow the authors' argument.py
