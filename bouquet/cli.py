@@ -143,12 +143,19 @@ def _list(what: str) -> int:
         "datasets": list(DATASETS),
         "partitioners": list(PARTITIONERS),
         "presets": list(PRESETS),
-        "keys": [f"{f.name.replace('_', '-'):24s} {f.default!r}" for f in dataclasses.fields(RunConfig)],
+        "keys": [f"{f.name.replace('_', '-'):24s} {f.default!r}" + _choices(f.metadata.get("choices"))
+                 for f in dataclasses.fields(RunConfig)],
     }
     for name, lines in sections.items():
         if what in ("all", name):
             print(f"{name}:" if what == "all" else "", *[f"  {ln}" for ln in lines], sep="\n")
     return 0
+
+
+def _choices(choices) -> str:
+    if choices is None or choices == "methods":  # methods have their own section
+        return ""
+    return f"  (one of: {', '.join(choices)})"
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--min-partition-size", type=int, default=None)
     exp.add_argument("--graph-unseen-fraction", type=float, default=None)
     exp.add_argument("--graph-missing-classes", type=int, default=None)
-    exp.add_argument("--graph-missing-rule", choices=("random", "not-largest"), default=None)
+    exp.add_argument("--graph-missing-rule", default=None, help="choices: `bouquet list keys`")
     exp.add_argument("--graph-train-fraction", type=float, default=None)
     exp.add_argument("--data-dir", default=None, help="raw data root (default: $BOUQUET_DATA)")
     exp.add_argument("--force", action="store_true", help="write into a non-empty DIR")

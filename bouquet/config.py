@@ -184,9 +184,10 @@ class RunConfig:
         self._validate_dp(METHODS)
         self._validate_gefl()
         self._validate_gcd()
-        if self.keep_optimizer_state and self.method not in ("fedavg", "fedprox", "fedntd", "local"):
-            raise ConfigError(f"keep-optimizer-state=true with method={self.method!r}: only fedavg, fedprox, fedntd "
-                              "and local keep their optimizer across rounds (fedpub always does)")
+        if self.keep_optimizer_state and not METHODS[self.method].optimizer_keepable:
+            keepable = ", ".join(m for m, spec in METHODS.items() if spec.optimizer_keepable)
+            raise ConfigError(f"keep-optimizer-state=true with method={self.method!r}: only {keepable} "
+                              "keep their optimizer across rounds (fedpub always does)")
         if self.keep_optimizer_state and self.dp_mode != "none":
             raise ConfigError(f"keep-optimizer-state=true with dp={self.dp_mode!r}: state carried across rounds "
                               "is not in the privacy analysis; leave it false")

@@ -40,6 +40,7 @@ class Method:
     model: Callable[[RunConfig, object], nn.Module] = _default_model
     datasets: tuple[str, ...] = DATASETS  # the datasets the method can run on
     dp_ok_reason: str = ""  # why dp = uls cannot wrap this method ("" = it can)
+    optimizer_keepable: bool = False  # its client honours keep-optimizer-state (clients/fedavg.kept_optimizer_state)
 
     @property
     def dp_ok(self) -> bool:
@@ -91,15 +92,16 @@ _GCD = {"model": _gcd_model, "datasets": ("fashion-mnist", "mnist", "cifar10"),
 HETERO_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 HETERO_METHODS = ("gefl", "gefl-f", "hetero-fedavg", "hetero-fedprox", "lg-fedavg", "avgkd", "hetero-local")
 METHODS: dict[str, Method] = {
-    "fedavg": Method(S + "fedavg:FedAvgStrategy", C + "fedavg:FedAvgClient", "FedAvg (McMahan et al., 2017)"),
+    "fedavg": Method(S + "fedavg:FedAvgStrategy", C + "fedavg:FedAvgClient", "FedAvg (McMahan et al., 2017)",
+                     optimizer_keepable=True),
     "fedprox": Method(S + "fedprox:FedProxStrategy", C + "fedprox:FedProxClient",
-                      "FedProx (Li et al., 2020), mu = proximal-mu"),
+                      "FedProx (Li et al., 2020), mu = proximal-mu", optimizer_keepable=True),
     "local": Method(S + "local:LocalStrategy", C + "local:LocalClient", "local training only, no aggregation",
-                    dp_ok_reason="it sends no model update; nothing is released"),
+                    dp_ok_reason="it sends no model update; nothing is released", optimizer_keepable=True),
     "fedkper": Method(S + "fedkper:FedKPerStrategy", C + "fedkper:FedKPerClient", "FedKPer (arXiv 2605.00698)"),
     # server side is plain FedAvg for these two: the method lives in the client
     "fedntd": Method(S + "fedavg:FedAvgStrategy", C + "fedntd:FedNTDClient",
-                     "FedNTD (Lee et al., NeurIPS 2022), not-true distillation"),
+                     "FedNTD (Lee et al., NeurIPS 2022), not-true distillation", optimizer_keepable=True),
     "ditto": Method(S + "fedavg:FedAvgStrategy", C + "ditto:DittoClient",
                     "Ditto (Li et al., ICML 2021), personal model, lambda = ditto-lambda"),
     "fedlog": Method(S + "fedlog:FedLoGStrategy", C + "fedlog:FedLoGClient", "FedLoG (Kim et al., ICLR 2025)",

@@ -111,7 +111,10 @@ def test_cli_lists_choices_and_version(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in METHODS)
     assert cli.main(["list", "keys"]) == 0
-    assert "num-server-rounds" in capsys.readouterr().out
+    keys = capsys.readouterr().out
+    assert "num-server-rounds" in keys
+    rule = next(line for line in keys.splitlines() if "graph-missing-rule" in line)
+    assert "one of: random, not-largest" in rule  # the same tuple the config validates against
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0 and "flwr 1.41.0" in capsys.readouterr().out

@@ -105,3 +105,16 @@ def test_the_gcn_model_is_fedpubs_unmasked_gcn():
     assert count == (f * 128 + 128) + (128 * 128 + 128) + (128 * c + c)
     with pytest.raises(ValueError, match="needs a graph dataset"):
         _call(_run(model="gcn"), {}).new_model()
+
+
+def test_every_method_the_config_lets_keep_its_optimizer_does_keep_it():
+    """The registry flag the config validates against matches what the clients do."""
+    from bouquet.registry import METHODS
+
+    keepable = [name for name, spec in METHODS.items() if spec.optimizer_keepable]
+    assert {"fedavg", "fedprox", "fedntd", "local"} <= set(keepable)
+    for name in keepable:
+        run = _run(method=name, **{"keep-optimizer-state": True})
+        probe = _call(run, {})
+        reply = METHODS[name].client().train(_call(run, model_to_arrays(probe.new_model())))
+        assert any(k.startswith(OPTIMIZER) for k in reply.state), name
