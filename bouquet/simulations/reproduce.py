@@ -413,6 +413,10 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
     jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients_of(d) for s in preset.seed_values
             for m in preset.methods]
     results, results_csv = [], out / "results.csv"
+    # the folder's runs outside this sweep (a subset continued into it): results.csv keeps them while
+    # the sweep writes it run by run, so an interrupted subset never leaves a shorter table behind
+    cells = {(m, d, k, s) for d, k, m, s in jobs}
+    others = [r for r in scan(preset, out) if (r["method"], r["dataset"], r["clients"], r["seed"]) not in cells]
     bar = tqdm(jobs, desc="reproduce", unit="run")
     link: SuperLink | None = None
     try:
@@ -434,7 +438,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
                                 "run": str(done[-1].parent.relative_to(out))}
                                | summarize_run(done[-1].parent, preset))
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {done[-1].parent}")
-                write_csv(results, results_csv)
+                write_csv(results + others, results_csv)
                 continue
             supernodes, logical = federation(k, supernode_per_client or ray_address is not None)
             config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out), **logical}
@@ -453,7 +457,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
                            f"[reproduce] {method} {dataset} K={k} seed={seed}: {res.status}: {res.reason}")
             results.append(row)
             tqdm.write("[reproduce] " + json.dumps(row))
-            write_csv(results, results_csv)
+            write_csv(results + others, results_csv)
     finally:
         if link is not None:
             link.stop()
@@ -468,8 +472,8 @@ def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset(
         if str(summary_path.parent.relative_to(out)) in skip:
             continue
         meta = json.loads(summary_path.read_text())
-        variant, scenario = summary_path.parent.parent.name.rsplit("_", 3)[:2]  # {method}_{dataset}_k{K}_s{seed}
-        row = {"method": variant, "dataset": scenario, "clients": meta["clients"], "seed": meta["seed"],
+        variant, scenario, k, seed = summary_path.parent.parent.name.rsplit("_", 3)  # {method}_{dataset}_k{K}_s{seed}
+        row = {"method": variant, "dataset": scenario, "clients": int(k[1:]), "seed": int(seed[1:]),
                "status": "finished:completed", "seconds": meta.get("wall_seconds"),
                "run": str(summary_path.parent.relative_to(out))}
         results.append(row | summarize_run(summary_path.parent, preset))

@@ -341,3 +341,29 @@ def test_a_kept_run_made_with_another_config_is_run_again(tmp_path, monkeypatch)
     assert R.config_mismatch({"method": "fedavg", "learning-rate": 0.02}, {"learning-rate": 0.01, "output-dir": "x"}) \
         == {"learning-rate": (0.01, 0.02)}
     assert R.config_mismatch({"method": "fedavg", "learning-rate": 1}, {"learning-rate": 1.0}) == {}  # TOML int vs float
+
+
+def test_an_interrupted_subset_sweep_leaves_the_folders_earlier_runs_in_results_csv(tmp_path, monkeypatch):
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    from bouquet.simulations import reproduce as R
+
+    def fake_launch(config, **_):
+        if config["seed"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C / SIGTERM in the middle of the continued sweep
+        run = Path(config["output-dir"]) / "run"
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
+        return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg", "fedkper"), out=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        R.reproduce("fedkper", seeds=(1, 2), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert sorted((r["method"], r["seed"]) for r in rows) == [("fedavg", "0"), ("fedavg", "1"), ("fedkper", "0")]
