@@ -73,9 +73,12 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: Arrays, prefix: str)
 
 
 def proximal_penalty(params, anchor: list[torch.Tensor], mu: float, released: bool) -> torch.Tensor:
-    """FedProx's (mu/2)·‖w − w_t‖²; ``released``: the authors' (mu/2)·‖w − w_t‖ (not squared)."""
-    sq = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
-    return mu / 2 * (torch.sqrt(sq) if released else sq)
+    """FedProx's (mu/2)·‖w − w_t‖²; ``released``: the authors' (mu/2)·Σ_tensors ‖w − w_t‖₂, a sum of
+    per-tensor norms, not squared (``LocalUpdate_fedprox``: ``(w - w_t).norm(2)`` per parameter).
+    Its gradient at w = w_t (every local step 1) is 0 as with torch's norm, never 0/0."""
+    if released:
+        return mu / 2 * sum(torch.linalg.vector_norm(p - a) for p, a in zip(params, anchor))
+    return mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
 
 
 def synthetic_logits(net, gen: nn.Module, sample: torch.Tensor, run) -> torch.Tensor:

@@ -128,4 +128,16 @@ def test_fedprox_term_is_squared_unless_the_released_switch_is_on():
 
     w, anchor = [torch.tensor([3.0, 1.0]), torch.tensor([[4.0]])], [torch.tensor([0.0, 1.0]), torch.tensor([[0.0]])]
     assert float(proximal_penalty(w, anchor, 2.0, released=False)) == pytest.approx(25.0)  # (2/2)·(9 + 16)
-    assert float(proximal_penalty(w, anchor, 2.0, released=True)) == pytest.approx(5.0)  # (2/2)·√25
+    # the released code sums each tensor's own L2 norm: (2/2)·(‖(3, 0)‖ + ‖4‖) = 7, not (2/2)·√25
+    assert float(proximal_penalty(w, anchor, 2.0, released=True)) == pytest.approx(7.0)
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_fedprox_term_has_a_finite_zero_gradient_where_the_local_model_is_the_global_one(released):
+    """Local step 1 starts at w = w_t; a sqrt of the summed squares there gives 0/0 = NaN, which made every
+    released-FedProx reply non-finite (all rejected, the run failed)."""
+    from bouquet.clients.gefl import proximal_penalty
+
+    w = [torch.tensor([3.0, 1.0], requires_grad=True), torch.tensor([[4.0]], requires_grad=True)]
+    proximal_penalty(w, [p.detach().clone() for p in w], 0.01, released=released).backward()
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in w)
