@@ -415,15 +415,14 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
     results, results_csv = [], out / "results.csv"
     # the folder's runs outside this sweep (a subset continued into it): results.csv keeps them while
     # the sweep writes it run by run, so an interrupted subset never leaves a shorter table behind
-    cells = {(m, d, k, s) for d, k, m, s in jobs}
-    others = [r for r in scan(preset, out) if (r["method"], r["dataset"], r["clients"], r["seed"]) not in cells]
+    others = scan(preset, out, skip={cell_name(m, d, k, s) for d, k, m, s in jobs})
     bar = tqdm(jobs, desc="reproduce", unit="run")
     link: SuperLink | None = None
     try:
         for dataset, k, method, seed in bar:
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
-            run_out = out / "runs" / f"{method}_{dataset}_k{k}_s{seed}"
-            done = sorted(run_out.glob("*/summary.json"))
+            run_out = out / "runs" / cell_name(method, dataset, k, seed)
+            done = completed_runs(run_out)
             differs = config_mismatch(run_config_of(preset, dataset, method, seed),
                                       json.loads(done[-1].read_text()).get("run_config", {})) if done else {}
             if differs:  # e.g. a preset whose protocol changed: never mix it into the table
@@ -449,7 +448,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
             res = launch(config, num_supernodes=supernodes, echo=False, superlink=link)
             row: dict[str, Any] = {"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                    "status": res.status, "seconds": round(time.monotonic() - t0, 1)}
-            summaries = sorted(run_out.glob("*/summary.json"))
+            summaries = completed_runs(run_out)
             if res.ok and summaries:
                 row |= {"run": str(summaries[-1].parent.relative_to(out))} | summarize_run(summaries[-1].parent, preset)
             else:
@@ -464,13 +463,28 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
     return results
 
 
+def completed_runs(cell: Path) -> list[Path]:
+    """The summary.json files of a cell's runs that completed, oldest first. A run that ended
+    failed (its summary says so, e.g. every reply rejected) is never kept or tabulated: the next
+    sweep runs the cell again."""
+    return [p for p in sorted(cell.glob("*/summary.json"))
+            if json.loads(p.read_text()).get("status", "completed") == "completed"]
+
+
+def cell_name(method: str, dataset: str, clients: int, seed: int) -> str:
+    """A sweep cell's folder under ``runs/``: one (method, dataset, clients, seed)."""
+    return f"{method}_{dataset}_k{clients}_s{seed}"
+
+
 def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """One result row per finished run folder under ``out/runs`` (no re-running), except the
-    folders in ``skip`` (relative to ``out``)."""
+    """One result row per cell folder under ``out/runs`` (its latest completed run; no
+    re-running), except the cells named in ``skip``."""
     results = []
-    for summary_path in sorted(out.glob("runs/*/*/summary.json")):
-        if str(summary_path.parent.relative_to(out)) in skip:
+    for cell in sorted(p for p in out.glob("runs/*") if p.is_dir()):
+        done = completed_runs(cell)
+        if not done or cell.name in skip:
             continue
+        summary_path = done[-1]
         meta = json.loads(summary_path.read_text())
         variant, scenario, k, seed = summary_path.parent.parent.name.rsplit("_", 3)  # {method}_{dataset}_k{K}_s{seed}
         row = {"method": variant, "dataset": scenario, "clients": int(k[1:]), "seed": int(seed[1:]),
@@ -681,7 +695,7 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
         from bouquet.preflight import PreflightError  # noqa: PLC0415
 
         raise PreflightError(f"--rebuild: {out} holds no runs/ folder (run the sweep into it first)")
-    results += scan(preset, out, skip={r["run"] for r in results if r.get("run")})
+    results += scan(preset, out, skip={cell_name(r["method"], r["dataset"], r["clients"], r["seed"]) for r in results})
     write_csv(results, out / "results.csv")
     preset = replace(preset, methods=tuple(dict.fromkeys(
         [m for m in preset.methods if any(r["method"] == m for r in results)] + [r["method"] for r in results])))

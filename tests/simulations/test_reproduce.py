@@ -367,3 +367,39 @@ def test_an_interrupted_subset_sweep_leaves_the_folders_earlier_runs_in_results_
         R.reproduce("fedkper", seeds=(1, 2), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert sorted((r["method"], r["seed"]) for r in rows) == [("fedavg", "0"), ("fedavg", "1"), ("fedkper", "0")]
+
+
+def test_a_run_that_ended_failed_is_never_kept_nor_tabulated_and_runs_again(tmp_path, monkeypatch):
+    """The ServerApp writes summary.json also for a failed run (status 'failed', e.g. every reply
+    rejected): a later sweep must not take it for a finished one."""
+    import csv
+    import json
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from bouquet.simulations import reproduce as R
+
+    preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg",), seeds=1)
+    calls = []
+
+    def fake_launch(config, **_):
+        calls.append(config["seed"])
+        failed = len(calls) == 1
+        run = Path(config["output-dir"]) / f"run{len(calls)}"
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "status": "failed" if failed else "completed"}))
+        return SimpleNamespace(ok=not failed, status="finished:failed" if failed else "finished:completed", output="",
+                               reason="no round had min-replies=1 sound update(s)")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [r["status"] for r in rows] == ["finished:failed"]  # not also a "completed" row from its summary
+    assert R.scan(preset, tmp_path) == []
+    R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
+    assert len(calls) == 2  # run again, not kept
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [(r["status"], r["run"]) for r in rows] == [("finished:completed", "runs/fedavg_heart-disease_k4_s0/run2")]
