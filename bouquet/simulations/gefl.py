@@ -79,7 +79,7 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
     if fixed:
         lines += ["", "### Fixed vs released behaviour (paper protocol / last round)", "",
                   "Released: generated images in the generator's own range (MNIST+DCGAN, FMNIST+CVAE differ from "
-                  "the real images'); FedProx term not squared.", "",
+                  "the real images'); FedProx term a sum of per-tensor norms, not squared.", "",
                   "| setting | method | fixed | released |", "|---|---|---|---|"]
         for d, g in fixed:
             lines.append(f"| {d} | {g} | {_cell(best.get((d, g)))} / {_cell(last.get((d, g)))} | "
