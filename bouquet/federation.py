@@ -7,8 +7,10 @@ server learns the mapping with one QUERY message per node before round 1.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
@@ -20,6 +22,41 @@ from bouquet.metrics import PARTITION_ID
 
 NUM_PARTITIONS = "num-partitions"
 MAX_PARTITIONS = 10_000_000  # a larger claimed federation is malformed
+
+
+class PromptGrid:
+    """A Grid whose ``send_and_receive`` notices replies within ``most_s`` of their arrival.
+
+    Flower 1.41's ``HttpGrid`` (the ServerApp's grid under ``flwr run``, simulation and deployment
+    alike) sleeps 3 s between pulls, so every exchange -- the partition query, each round's fit and
+    evaluate -- ends on the next multiple of 3 s after its last reply. Here the wait starts at
+    ``first_s`` and doubles up to ``most_s``: a pull is one small request to the SuperLink, so
+    polling ten times a second costs nothing next to local training. Same contract as Flower's:
+    push, pull until every message is answered or ``timeout`` passes, return what arrived."""
+
+    def __init__(self, grid: Grid, *, first_s: float = 0.005, most_s: float = 0.1) -> None:
+        if not 0 < first_s <= most_s:
+            raise ValueError(f"need 0 < first_s <= most_s, got {first_s}, {most_s}")
+        self._grid, self.first_s, self.most_s = grid, first_s, most_s
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        waiting = set(self._grid.push_messages(messages))
+        end = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        delay = self.first_s
+        while waiting:
+            got = list(self._grid.pull_messages(waiting))
+            replies += got
+            waiting -= {m.metadata.reply_to_message_id for m in got}
+            left = math.inf if end is None else end - time.monotonic()
+            if not waiting or left <= 0:
+                break
+            time.sleep(min(delay, left))
+            delay = min(2 * delay, self.most_s)
+        return replies
+
+    def __getattr__(self, name: str):
+        return getattr(self._grid, name)
 
 
 @dataclass(frozen=True)

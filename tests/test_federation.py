@@ -62,3 +62,47 @@ def test_malformed_answers_and_a_minority_size_are_left_out(caplog):
 def test_nobody_usable_is_an_error():
     with pytest.raises(RuntimeError, match="no SuperNode gave a usable partition id"):
         discover_clients(_Grid({1: {"partition-id": 3, "num-partitions": 2}}), wait_s=0)
+
+
+class _SlowGrid:
+    """Replies to message i become pullable at pull number ``ready_at[i]``."""
+
+    def __init__(self, ready_at: list[int]):
+        self.ready_at, self.pulls = ready_at, 0
+
+    def push_messages(self, messages):
+        return [f"m{i}" for i, _ in enumerate(messages)]
+
+    def pull_messages(self, ids):
+        self.pulls += 1
+        return [SimpleReply(i) for i in sorted(ids) if self.ready_at[int(i[1:])] <= self.pulls]
+
+
+class SimpleReply:
+    def __init__(self, reply_to: str):
+        from types import SimpleNamespace
+
+        self.metadata = SimpleNamespace(reply_to_message_id=reply_to)
+
+
+def test_prompt_grid_polls_with_doubling_waits_capped_and_returns_every_reply_once(monkeypatch):
+    waits = []
+    monkeypatch.setattr(federation.time, "sleep", waits.append)
+    grid = federation.PromptGrid(_SlowGrid([1, 3, 9]), first_s=0.01, most_s=0.05)
+    replies = grid.send_and_receive(["a", "b", "c"])
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
+    assert waits == [0.01, 0.02, 0.04, 0.05, 0.05, 0.05, 0.05, 0.05]  # 9 pulls, 8 waits, none after the last reply
+
+
+def test_prompt_grid_timeout_returns_what_arrived_and_delegates_the_rest(monkeypatch):
+    monkeypatch.setattr(federation.time, "sleep", lambda s: None)
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(federation.time, "monotonic", lambda: next(clock))
+    inner = _SlowGrid([1, 10**6])
+    inner.get_node_ids = lambda: [4, 5]
+    grid = federation.PromptGrid(inner)
+    replies = grid.send_and_receive(["a", "b"], timeout=3)
+    assert [r.metadata.reply_to_message_id for r in replies] == ["m0"] and inner.pulls == 3
+    assert grid.get_node_ids() == [4, 5]
+    with pytest.raises(ValueError, match="first_s"):
+        federation.PromptGrid(inner, first_s=0.2, most_s=0.1)
