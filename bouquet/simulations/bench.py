@@ -300,7 +300,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="logical-client populations (default 100,10000,1000000; empty skips)")
     parser.add_argument("--sampled", type=int, default=100, help="clients sampled a round in the population part")
     parser.add_argument("--examples", type=int, default=60, help="iid-draw examples per client (population part)")
-    parser.add_argument("--pop-rounds", type=int, default=4, help="rounds per population run (default 4)")
+    parser.add_argument("--pop-rounds", type=int, default=8,
+                        help="rounds per population run (default 8: the median of 7 rounds; 4 left it to noise)")
     parser.add_argument("--skip-overhead", action="store_true", help="only the population part")
     parser.add_argument("--skip-per-node", action="store_true", help="no one-SuperNode-per-client row")
     parser.add_argument("--out", type=Path, default=None, help="folder for bench.json, bench.md, bench.png")
