@@ -165,7 +165,7 @@ def _checkpoint_to_resume(cfg: RunConfig) -> checkpoint.Checkpoint | None:
 def main(grid: Grid, context: Context) -> None:
     try:
         cfg = RunConfig.from_run_config(context.run_config)  # fails before anything starts
-        run(PromptGrid(grid), cfg, context.run_id)  # replies noticed within 0.1 s, not Flower's 3 s
+        run(PromptGrid(grid), cfg, context.run_id)  # replies noticed within 0.1 s (bouquet.federation)
     except (ConfigError, DataFileError, ValueError, RunFailed) as exc:
         # One line naming the key or file (what `bouquet run` prints last); the run still fails.
         log(ERROR, "[bouquet] error: %s", exc)
