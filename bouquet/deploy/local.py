@@ -97,6 +97,7 @@ class Deployment:
     auth: bool
     pids: dict[str, int] = field(default_factory=dict)
     link_port: int = 0  # the SuperLink on loopback: the operator's Control API
+    warm: bool = True  # ClientApp processes forked from a warm zygote (False: Flower's own SuperExec)
 
     @property
     def home(self) -> Path:
@@ -105,18 +106,20 @@ class Deployment:
     def env(self) -> dict[str, str]:
         return {**os.environ, "FLWR_HOME": str(self.home.resolve()),
                 "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "PYTHONUNBUFFERED": "1",
+                # SuperExec asks its SuperNode for a task every 1 s by default; 0.1 s costs nothing here
+                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1"),
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
     def save(self) -> None:
         (self.folder / "processes.json").write_text(json.dumps(
             {"port": self.port, "link_port": self.link_port, "tls": self.tls, "auth": self.auth,
-             "pids": self.pids}, indent=1))
+             "warm": self.warm, "pids": self.pids}, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> Deployment:
         meta = json.loads((folder / "processes.json").read_text())
         return cls(folder, meta["port"], meta["tls"], meta["auth"], {k: int(v) for k, v in meta["pids"].items()},
-                   meta.get("link_port", 0))
+                   meta.get("link_port", 0), meta.get("warm", True))
 
     def run_command(self, app: Path, partitions: Path | None = None) -> str:
         """The next step to print; with exported partitions, the run config they were exported
@@ -193,16 +196,25 @@ def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | N
         node_config += f" data-path='{data_path.resolve()}'"
     from bouquet.simulations.launch import free_port  # noqa: PLC0415
 
-    cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{dep.port}", "--port", str(free_port()),
+    runtime_port = free_port()
+    cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{dep.port}", "--port", str(runtime_port),
            "--node-config", node_config]
     cmd += ["--insecure"] if ca is None else ["--root-certificates", str(ca.resolve())]
     if key is not None:
         cmd += ["--auth-supernode-private-key", str(key.resolve())]
-    return _spawn(dep, name or f"supernode-{index}", cmd)
+    name = name or f"supernode-{index}"
+    if not dep.warm:
+        return _spawn(dep, name, cmd)
+    # the SuperNode leaves its apps to a separate process (Flower's `process` isolation): ours,
+    # whose ClientApp processes are forked warm (bouquet.deploy.superexec); it exits with the SuperNode
+    proc = _spawn(dep, name, [*cmd, "--isolation", "process"])
+    _spawn(dep, f"{name}-superexec", [sys.executable, "-m", "bouquet.deploy.superexec", "--runtime-api-address",
+                                      f"127.0.0.1:{runtime_port}", "--insecure", "--parent-pid", str(proc.pid)])
+    return proc
 
 
 def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int | None = None,
-           partitions: Path | None = None) -> Deployment:
+           partitions: Path | None = None, warm: bool = True) -> Deployment:
     """Certificates, keys, connection, SuperLink, registrations, SuperNodes — in that order.
     Without ``port``, a free one (never a fixed port another deployment may hold)."""
     from bouquet.simulations.launch import free_port  # noqa: PLC0415
@@ -214,7 +226,7 @@ def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int | N
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "processes.json").exists():
         stop(folder)
-    dep = Deployment(folder, port, tls, auth, link_port=free_port())
+    dep = Deployment(folder, port, tls, auth, link_port=free_port(), warm=warm)
     certs = make_certificates(folder / "certificates") if tls else None
     ca = certs["ca.crt"] if certs else None
     write_connection(dep.home, dep.link_port, ca)  # the operator's CLI talks to the SuperLink itself
@@ -235,7 +247,8 @@ def stop(folder: Path, grace_s: float = 10.0) -> list[str]:
     except FileNotFoundError:
         return []
     stopped = []
-    order = sorted(dep.pids, key=lambda n: (n == "superlink", n == "gateway"))  # SuperNodes, gateway, SuperLink
+    # SuperNodes (and their SuperExecs), gateway, SuperLink
+    order = sorted(dep.pids, key=lambda n: (n == "superlink", n == "gateway"))
     for name in order:
         try:
             os.killpg(dep.pids[name], signal.SIGINT)  # the process and its SuperExec children
@@ -296,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the Fleet gateway's port, which SuperNodes connect to (default: a free one)")
     parser.add_argument("--partitions", type=Path, default=None,
                         help="folder from `bouquet export-partitions`: node i reads only partition_<i>/")
+    parser.add_argument("--superexec", choices=("warm", "flower"), default="warm",
+                        help="who starts the ClientApp processes: Bouquet's warm zygote (default) or Flower's "
+                             "SuperExec (a fresh process with all imports per message)")
     parser.add_argument("--detach", action="store_true", help="return once started (stop with --stop)")
     parser.add_argument("--stop", action="store_true", help="stop a deployment started with --detach")
     ns = parser.parse_args(argv)
@@ -306,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     if ns.nodes < 1:
         parser.error("--nodes must be >= 1")
     try:
-        dep = deploy(ns.dir, ns.nodes, tls=ns.tls, auth=ns.auth, port=ns.port, partitions=ns.partitions)
+        dep = deploy(ns.dir, ns.nodes, tls=ns.tls, auth=ns.auth, port=ns.port, partitions=ns.partitions,
+                     warm=ns.superexec == "warm")
     except (ValueError, TimeoutError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or ""
         print(f"[deploy-local] failed: {exc} {detail}".strip(), file=sys.stderr)

@@ -60,8 +60,12 @@ def test_tls_and_node_auth_three_nodes_complete_a_run_despite_a_dishonest_node_a
     listed = subprocess.run([flwr, "supernode", "list", "--format", "json"], env=dep.env(), cwd=folder,
                             capture_output=True, text=True, timeout=60)
     assert len(json.loads(listed.stdout)["nodes"]) == 3, listed.stdout[-800:]
+    # every ClientApp task went through the warm zygote (bouquet.deploy.superexec), none cold
+    for i in range(3):
+        log = (folder / "logs" / f"supernode-{i}-superexec.log").read_text()
+        assert "[warm-superexec] ready" in log and log.count("forked warm") >= 2 and "launched cold" not in log, log[-2000:]
     pids = dict(dep.pids)
-    assert set(stop(folder)) == {"superlink", "gateway", "supernode-0", "supernode-1", "supernode-2"}
+    assert set(stop(folder)) == {"superlink", "gateway", *(f"supernode-{i}{s}" for i in range(3) for s in ("", "-superexec"))}
     assert not any(_alive(pid) for pid in pids.values())
 
 
@@ -99,12 +103,25 @@ def test_a_supernode_killed_in_round_2_does_not_stop_the_run(folder, tmp_path):
     res = result["r"]
     assert res.status == "finished:completed", res.output[-3000:]
     assert "partition 1 (node" in res.output and "is missing" in res.output
+    # the killed SuperNode's SuperExec followed it (Flower's parent-pid watch), and its zygote with it
+    deadline = time.monotonic() + 30
+    while _alive(dep.pids["supernode-1-superexec"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(dep.pids["supernode-1-superexec"])
     [metrics] = out.glob("*/metrics.csv")
     rows = list(csv.DictReader(metrics.open()))
     server_rounds = {r["round"] for r in rows if r["partition_id"] == "" and r["metric"] == "global_model@global_test"}
     assert server_rounds == {"0", "1", "2", "3", "4"}
     late = {r["partition_id"] for r in rows if r["round"] in ("3", "4") and r["metric"] == "train_loss" and r["partition_id"]}
     assert late == {"0", "2"}  # the others went on without it
+
+
+def test_flowers_own_superexec_still_completes_a_run(folder, tmp_path):
+    """``--superexec flower``: Flower starts a fresh ClientApp process per message, no zygote."""
+    dep = deploy(folder, 2, tls=False, auth=False, warm=False)
+    result = flwr_run(dep, REPO, {**RUN, "num-server-rounds": 1, "output-dir": str(tmp_path / "out")}, timeout=300)
+    assert result.status == "finished:completed", result.output[-3000:]
+    assert sorted(dep.pids) == ["gateway", "superlink", "supernode-0", "supernode-1"]
 
 
 def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder, tmp_path):

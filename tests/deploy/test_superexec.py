@@ -1,0 +1,77 @@
+"""The warm SuperExec (``bouquet.deploy.superexec``): ClientApp tasks forked from a zygote that
+preloaded the heavy libraries and never imported ``bouquet`` (the FAB's code must win), other
+tasks and a dead zygote falling back to Flower's subprocess launch."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+
+import pytest
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult, SubprocessExecutor
+
+from bouquet.deploy.superexec import WarmExecutor
+
+PROBE = '''
+import json, os, sys
+def run(**task):
+    open(task["token"], "w").write(json.dumps({
+        "bouquet": sorted(m for m in sys.modules if m == "bouquet" or m.startswith("bouquet.")),
+        "numpy": "numpy" in sys.modules, "pid": os.getpid(), "ppid": os.getppid(), "task": sorted(task)}))
+'''
+
+
+def spec(token: str, task_id: int = 1, task_type: TaskType = TaskType.CLIENT_APP) -> ExecutionSpec:
+    return ExecutionSpec(task_type=task_type, runtime_api_address="127.0.0.1:1", token=token, insecure=True,
+                         root_certificates_path=None, runtime_dependency_install=False, parent_pid=None,
+                         suppress_output=False, task_id=task_id)
+
+
+@pytest.fixture
+def probe_executor(tmp_path, monkeypatch):
+    (tmp_path / "probe_target.py").write_text(PROBE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    executor = WarmExecutor(preload=("numpy", "no_such_module_xyz"), target="probe_target:run")
+    yield executor
+    executor.close()
+
+
+def wait_for(path, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return json.loads(path.read_text())
+        time.sleep(0.05)
+    pytest.fail(f"{path} never written")
+
+
+def test_each_clientapp_task_is_a_fresh_child_of_the_zygote_without_bouquet(tmp_path, probe_executor):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert probe_executor.launch(spec(str(first), 1)) == LaunchResult.accepted()
+    assert probe_executor.launch(spec(str(second), 2)) == LaunchResult.accepted()
+    a, b = wait_for(first), wait_for(second)
+    assert a["bouquet"] == [] and b["bouquet"] == []  # run_clientapp would load the FAB's bouquet
+    assert a["numpy"]  # preloaded in the zygote, inherited by the fork
+    assert a["ppid"] == b["ppid"] == probe_executor.zygote.pid and a["pid"] != b["pid"]
+    assert a["task"] == ["certificates", "insecure", "parent_pid", "runtime_api_address", "runtime_dependency_install",
+                         "token"]
+
+
+def test_other_task_types_and_a_dead_zygote_launch_cold(tmp_path, probe_executor, monkeypatch):
+    cold = []
+    monkeypatch.setattr(SubprocessExecutor, "launch", lambda self, s: cold.append(s.task_id) or LaunchResult.accepted())
+    probe_executor.launch(spec(str(tmp_path / "x"), 1, TaskType.SERVER_APP))
+    assert cold == [1]
+    probe_executor.zygote.kill()
+    probe_executor.zygote.wait()
+    probe_executor.launch(spec(str(tmp_path / "y"), 2))
+    assert cold == [1, 2] and not (tmp_path / "y").exists()
+
+
+def test_flowers_loop_still_builds_its_executor_where_we_replace_it():
+    """main() swaps ``get_executor`` in Flower's SuperExec loop; flwr is pinned, and this fails if a
+    new pin moves the hook."""
+    loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
+    assert callable(loop.get_executor) and "get_executor" in loop.run_superexec.__code__.co_names
