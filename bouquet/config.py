@@ -123,6 +123,8 @@ class RunConfig:
     gefl_fe_rounds: int = field(default=20, metadata=_range(0))  # GeFL-F: first-block warm-up rounds
     gefl_syn_epochs: int = field(default=1, metadata=_range(0))  # T_s: epochs on generated samples
     gefl_released: bool = False  # the released code's input-range mismatch and unsquared FedProx term
+    # heterogeneous methods' real training batches (the GeFL code: RandomCrop(32, 4) + HFlip on CIFAR-10 only)
+    gefl_augment: str = field(default="none", metadata={"choices": ("none", "crop-flip")})
     # Generalized category discovery (FedLPA and its baselines simgcd, gcd, local-simgcd; clients/fedlpa.py)
     gcd_known_classes: int = field(default=5, metadata=_range(1))  # classes 0..n-1 are known, the rest novel
     gcd_labelled_fraction: float = field(default=0.5, metadata=_range(0.0, 1.0, lo_open=True))  # of known-class images
@@ -229,6 +231,9 @@ class RunConfig:
         if self.method in HETERO_METHODS and self.aggregator != "mean":
             raise ConfigError(f"aggregator={self.aggregator!r} with method={self.method!r}: a robust rule over the "
                               "whole bundle would mix architectures; heterogeneous models use aggregator='mean'")
+        if self.gefl_augment != "none" and self.method not in HETERO_METHODS:
+            raise ConfigError(f"gefl-augment={self.gefl_augment!r} with method={self.method!r}: only the heterogeneous "
+                              f"methods ({', '.join(sorted(HETERO_METHODS))}) augment; leave it at 'none'")
         before = {"gefl": self.gefl_gen_rounds, "gefl-f": self.gefl_fe_rounds + self.gefl_gen_rounds}.get(self.method, 0)
         if before and self.num_server_rounds <= before:
             raise ConfigError(

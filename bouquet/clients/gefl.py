@@ -9,7 +9,8 @@ A client trains only its own architecture m (node-config ``model-arch``, else th
   (GeFL-F: on the frozen first block's features), resuming this client's own Adam state.
 - ``target`` phase: T_s = ``gefl-syn-epochs`` epoch of ⌊n/B⌋ batches of fresh generated samples
   with uniform labels (GeFL: the whole net; GeFL-F: the layers after the first block), then a new
-  SGD and ``local-epochs`` epochs on real data (GeFL-F: first block frozen).
+  SGD and ``local-epochs`` epochs on real data (GeFL-F: first block frozen), each batch augmented
+  as ``gefl-augment`` says (the code: random crop + flip on CIFAR-10, nothing on MNIST/FMNIST).
 - Fix by default, released behaviour under ``gefl-released``: generated images are mapped
   into the range of the real ones (the released code feeds them raw, so MNIST+DCGAN and
   Fashion-MNIST+CVAE see two ranges), and FedProx's term is (mu/2)·‖w − w_t‖² (released: not squared).
@@ -26,6 +27,7 @@ from bouquet import metrics as M
 from bouquet.clients.base import ClientCall, ClientReply, arrays_to_model, model_to_arrays
 from bouquet.clients.training import module_predictor, setting_scores
 from bouquet.datasets import data_root, load_dataset
+from bouquet.datasets.augment import augment
 from bouquet.device import to_device
 from bouquet.models.generators import DCGAN, from_unit, to_unit
 from bouquet.models.hetero import HeteroBundle, arch_of, sub_state, to_side
@@ -184,13 +186,14 @@ class GeFLClient:
         anchor = [p.detach().clone() for p in net.parameters()]
         soft = self._avgkd_targets(call, bundle, arch, x_all, y_all) if method == "avgkd" else None
         opt = torch.optim.SGD(params, lr=call.learning_rate, weight_decay=run.weight_decay)
+        aug_gen = torch.Generator().manual_seed(derive_seed(run.seed, call.server_round, call.cid, "augment"))
         losses = []
         for _ in range(run.local_epochs):
             net.train()
             if header_only:
                 net.fe.eval()
             for idx in _batches(len(y_all), run.batch_size, order_gen):
-                logits = net(x_all[idx])
+                logits = net(augment(x_all[idx], run.gefl_augment, aug_gen))
                 if soft is not None:
                     loss = -(soft[idx] * F.log_softmax(logits, 1)).sum(1).mean()
                 else:

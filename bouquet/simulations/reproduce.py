@@ -214,8 +214,10 @@ def gefl_methods(fe: int, gen: int, target: int) -> dict[str, dict[str, Any]]:
 _GEFL_DATA = {f"{short}-{k}": {"dataset": name, "partitioner": "iid", "num-supernodes": k, "data-fraction": frac}
               for short, name, frac in (("fmnist", "fashion-mnist", 0.125), ("mnist", "mnist", 0.9375))
               for k in (10, 50, 100)}
-_GEFL_DATA["cifar10-10"] = {"dataset": "cifar10", "partitioner": "iid", "num-supernodes": 10, "data-fraction": 0.625,
-                            "batch-size": 128}
+# CIFAR-10 as the code trains it: RandomCrop(32, 4) + HFlip on the real batches; "-noaug" without (our first run)
+_GEFL_DATA["cifar10-10-noaug"] = {"dataset": "cifar10", "partitioner": "iid", "num-supernodes": 10,
+                                  "data-fraction": 0.625, "batch-size": 128}
+_GEFL_DATA["cifar10-10"] = {**_GEFL_DATA["cifar10-10-noaug"], "gefl-augment": "crop-flip"}
 PRESETS["gefl"] = Preset(
     methods=("hetero-fedavg", "hetero-fedprox", "hetero-fedprox-released", "lg-fedavg", "avgkd", "hetero-local",
              "gefl-cvae", "gefl-dcgan", "gefl-cvae-released", "gefl-dcgan-released", "gefl-f-cvae", "gefl-f-dcgan"),

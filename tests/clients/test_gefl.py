@@ -141,3 +141,18 @@ def test_fedprox_term_has_a_finite_zero_gradient_where_the_local_model_is_the_gl
     w = [torch.tensor([3.0, 1.0], requires_grad=True), torch.tensor([[4.0]], requires_grad=True)]
     proximal_penalty(w, [p.detach().clone() for p in w], 0.01, released=released).backward()
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in w)
+
+
+def test_gefl_augment_is_validated_and_changes_only_the_real_batches():
+    from bouquet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="gefl-augment"):
+        _cfg("hetero-fedavg", **{"gefl-augment": "mixup"})
+    with pytest.raises(ConfigError, match="gefl-augment='crop-flip' with method='fedavg'"):
+        RunConfig.from_run_config({"method": "fedavg", "gefl-augment": "crop-flip"})
+    plain, aug = _cfg("hetero-fedavg"), _cfg("hetero-fedavg", **{"gefl-augment": "crop-flip"})
+    arrays = _bundle_arrays(plain)
+    runs = [GeFLClient().train(_call(c, arrays, "target", cid=1)).arrays["arch1.fc.weight"] for c in (plain, plain, aug, aug)]
+    np.testing.assert_array_equal(runs[0], runs[1])  # deterministic either way
+    np.testing.assert_array_equal(runs[2], runs[3])
+    assert not np.array_equal(runs[0], runs[2])  # the augmented batches train differently
