@@ -20,7 +20,9 @@ PAPER = {("mnist", "hetero-fedavg"): 92.62, ("mnist", "gefl-dcgan"): 95.32, ("mn
 PAPER_CLIENTS = {  # (dataset, clients) -> DCGAN, DCGAN-F, CVAE, CVAE-F
     ("mnist", 10): (95.32, 95.13, 94.46, 95.47), ("mnist", 50): (92.94, 93.67, 92.68, 95.04),
     ("mnist", 100): (91.76, 93.08, 91.72, 94.63), ("fmnist", 10): (83.11, 82.62, 82.56, 83.14),
-    ("fmnist", 50): (81.28, 81.29, 80.24, 82.21), ("fmnist", 100): (80.50, 80.71, 79.83, 81.65)}
+    ("fmnist", 50): (81.28, 81.29, 80.24, 82.21), ("fmnist", 100): (80.50, 80.71, 79.83, 81.65),
+    ("cifar10", 10): (58.45, 54.82, 55.80, 55.86), ("cifar10", 50): (54.73, 53.80, 54.84, 53.19),
+    ("cifar10", 100): (49.35, 53.95, 50.96, 51.46)}
 VARIANTS = ("gefl-dcgan", "gefl-f-dcgan", "gefl-cvae", "gefl-f-cvae")
 
 
@@ -45,17 +47,23 @@ def _mean(values: list[float] | None) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _setting(d: str) -> tuple[str, int, str]:
+    """``mnist-50`` -> ("mnist", 50, ""); ``cifar10-10-noaug`` -> ("cifar10", 10, "noaug")."""
+    short, k, *variant = d.split("-")
+    return short, int(k), "-".join(variant)
+
+
 def report(results: list[dict[str, Any]], preset, out: Path) -> str:
     best, last = _values(results, M.BEST_CHECKPOINT), _values(results, M.GLOBAL_GLOBAL)
-    settings = sorted({d for d, _ in best}, key=lambda d: (d.split("-")[0], int(d.split("-")[-1])))
+    settings = sorted({d for d, _ in best}, key=_setting)
     lines = ["## Beside the paper (10 clients)", "",
              "Accuracy % on the global test set, mean ± std (seeds). *Paper protocol*: per architecture the best "
              "of the evaluated checkpoints, then the mean over architectures (selects on the test set); *last*: "
              "the final round's mean over architectures. Paper: honggkang/gefl results.md.", "",
              "| setting | method | paper | Bouquet, paper protocol | Bouquet, last round |", "|---|---|---|---|---|"]
     for d in settings:
-        short = d.split("-")[0]
-        if not d.endswith("-10"):
+        short, k, _ = _setting(d)
+        if k != 10:
             continue
         for m in preset.methods:
             if (d, m) in best:
@@ -65,7 +73,7 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
     lines += ["", "### GeFL's margin over per-architecture FedAvg (points; paper: +1.8 to +2.7)", "",
               "| setting | generator | paper protocol | last round | paper |", "|---|---|---|---|---|"]
     for d in settings:
-        short = d.split("-")[0]
+        short = _setting(d)[0]
         for g in ("gefl-cvae", "gefl-dcgan", "gefl-f-cvae", "gefl-f-dcgan"):
             base_b, base_l = _mean(best.get((d, "hetero-fedavg"))), _mean(last.get((d, "hetero-fedavg")))
             b, l_ = _mean(best.get((d, g))), _mean(last.get((d, g)))
@@ -84,12 +92,12 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
         for d, g in fixed:
             lines.append(f"| {d} | {g} | {_cell(best.get((d, g)))} / {_cell(last.get((d, g)))} | "
                          f"{_cell(best.get((d, f'{g}-released')))} / {_cell(last.get((d, f'{g}-released')))} |")
-    by_clients = [d for d in settings if any((d, v) in best for v in VARIANTS)]
+    by_clients = [d for d in settings if not _setting(d)[2] and any((d, v) in best for v in VARIANTS)]
     if by_clients:
         lines += ["", "### GeFL vs GeFL-F by number of clients (paper protocol; paper's figure in brackets)", "",
                   "| setting | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
         for d in by_clients:
-            short, k = d.split("-")[0], int(d.split("-")[-1])
+            short, k, _ = _setting(d)
             paper = PAPER_CLIENTS.get((short, k))
             cells = [f"{_cell(best.get((d, v)))}" + (f" [{paper[i]:.2f}]" if paper else "")
                      for i, v in enumerate(VARIANTS)]
@@ -103,11 +111,11 @@ def _plot_clients(best: dict[tuple[str, str], list[float]], settings: list[str],
     from bouquet.results import _pyplot  # noqa: PLC0415
 
     plt = _pyplot()
-    groups = sorted({d.split("-")[0] for d in settings})
+    groups = sorted({_setting(d)[0] for d in settings})
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
     for ax, g in zip(axes[0], groups):
-        ds = sorted((d for d in settings if d.startswith(g + "-")), key=lambda d: int(d.split("-")[-1]))
-        ks = [int(d.split("-")[-1]) for d in ds]
+        ds = sorted((d for d in settings if _setting(d)[0] == g), key=_setting)
+        ks = [_setting(d)[1] for d in ds]
         for v in VARIANTS:
             ys = [_mean(best.get((d, v))) for d in ds]
             pts = [(k, y) for k, y in zip(ks, ys) if y is not None]
