@@ -206,10 +206,18 @@ def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | N
     if not dep.warm:
         return _spawn(dep, name, cmd)
     # the SuperNode leaves its apps to a separate process (Flower's `process` isolation): ours,
-    # whose ClientApp processes are forked warm (bouquet.deploy.superexec); it exits with the SuperNode
-    proc = _spawn(dep, name, [*cmd, "--isolation", "process"])
-    _spawn(dep, f"{name}-superexec", [sys.executable, "-m", "bouquet.deploy.superexec", "--runtime-api-address",
-                                      f"127.0.0.1:{runtime_port}", "--insecure", "--parent-pid", str(proc.pid)])
+    # whose ClientApp processes are forked warm (bouquet.deploy.superexec); it exits with the SuperNode.
+    # A shared secret (0600) so that no other local process can take this node's tasks from its
+    # Runtime API (Flower's SuperExec authentication; with `subprocess` isolation it has none).
+    secret = dep.folder / "secrets" / f"{name}.superexec"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.touch(mode=0o600)
+    secret.chmod(0o600)
+    secret.write_bytes(os.urandom(32))
+    auth = ["--superexec-auth-secret-file", str(secret.resolve())]
+    proc = _spawn(dep, name, [*cmd, "--isolation", "process", *auth])
+    _spawn(dep, f"{name}-superexec", [sys.executable, "-P", "-m", "bouquet.deploy.superexec", "--runtime-api-address",
+                                      f"127.0.0.1:{runtime_port}", "--insecure", "--parent-pid", str(proc.pid), *auth])
     return proc
 
 

@@ -4,13 +4,15 @@ Flower's SuperExec starts a fresh ``flwr-clientapp`` process for every message a
 and each one pays python, torch and flwr imports plus torch's optimizer machinery (seconds of CPU,
 every message, every node). Here the same Flower loop (``run_superexec``: acquire a task, launch
 it) hands ClientApp tasks to a *zygote* instead: one process that imported those libraries once and
-forks a child per task, which runs Flower's own ``run_clientapp`` with the task's token. Anything
-else, or a zygote that is gone, falls back to Flower's subprocess launch.
+forks a child per task, which runs Flower's own ``run_clientapp`` with the task's token (sent over a
+pipe, never on a command line). Anything else, or a zygote that does not answer, falls back to
+Flower's subprocess launch.
 
 The zygote is started from a code string (``python -c``) and never imports ``bouquet``: a child
 must load the ClientApp from the run's FAB, and a ``bouquet`` package already in ``sys.modules``
-would shadow the FAB's code with this installation's. It runs no torch op before forking (a
-thread pool started in a parent does not survive ``fork``).
+would shadow the FAB's code with this installation's. It runs no torch op before forking (torch's
+thread pool does not survive ``fork``; numpy's OpenBLAS and jemalloc threads have fork handlers), and
+each child gets a fresh numpy seed, /dev/null as stdin and default signal handlers.
 
 The SuperNode runs with ``--isolation process`` (Flower's mode for "a separate process runs the
 apps"); this process is started beside it with ``--parent-pid`` set to the SuperNode and exits
@@ -23,6 +25,8 @@ import argparse
 import base64
 import importlib
 import json
+import os
+import select
 import subprocess
 import sys
 
@@ -39,8 +43,10 @@ RUN_CLIENTAPP = "flwr.supernode.runtime.run_clientapp:run_clientapp"
 
 _ZYGOTE = r"""
 import base64, importlib, json, os, signal, sys
-target_module, _, target_name = sys.argv[1].partition(":")
-for name in sys.argv[2:]:
+ack = int(sys.argv[1])  # one line back per task: the child's pid, or 0 if no child was started
+target_module, _, target_name = sys.argv[2].partition(":")
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends on EOF, when its SuperExec closes the pipe
+for name in sys.argv[3:]:
     try:
         __import__(name)
     except Exception as exc:  # an optional library: the child imports it itself if it needs it
@@ -51,10 +57,25 @@ run_clientapp = getattr(importlib.import_module(target_module), target_name)
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished children
 print("[warm-superexec] ready", flush=True)
 for line in sys.stdin:
-    task = json.loads(line)
-    if os.fork() != 0:
+    try:
+        task = json.loads(line)
+        pid = os.fork()
+    except Exception as exc:  # a bad line or no fork: say so; the SuperExec launches this task cold
+        print(f"[warm-superexec] no child for a task: {exc!r}", flush=True)
+        os.write(ack, b"0\n")
         continue
+    if pid:
+        os.write(ack, f"{pid}\n".encode())
+        continue
+    # the child: none of the zygote's plumbing, fresh randomness, default signals
+    os.close(ack)
+    null_in = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_in, 0)
+    sys.stdin = open(os.devnull)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
     code = 1
     try:
         if task.pop("quiet"):
@@ -69,35 +90,64 @@ for line in sys.stdin:
     except BaseException:
         import traceback
         traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    sys.exit(code)  # a normal interpreter exit, as flwr-clientapp's (atexit handlers, non-daemon threads)
 """
+
+ACK_TIMEOUT_S = 120.0  # the first task may wait for the zygote's imports
 
 
 class WarmExecutor(SubprocessExecutor):
-    """Flower's subprocess executor, except that ClientApp tasks are forked from a warm zygote."""
+    """Flower's subprocess executor, except that ClientApp tasks are forked from a warm zygote.
+
+    A task is reported accepted only once the zygote says which child runs it; without that
+    answer the zygote is killed (so no token can run twice) and the task, and every later one,
+    launches cold."""
 
     def __init__(self, preload: tuple[str, ...] = PRELOAD, target: str = RUN_CLIENTAPP) -> None:
-        self.zygote = subprocess.Popen([sys.executable, "-c", _ZYGOTE, target, *preload], stdin=subprocess.PIPE,
-                                       text=True)
+        read, write = os.pipe()
+        try:
+            # -P: the current folder never shadows a module; python -c so that bouquet is not imported
+            self.zygote = subprocess.Popen([sys.executable, "-P", "-c", _ZYGOTE, str(write), target, *preload],
+                                           stdin=subprocess.PIPE, text=True, pass_fds=(write,))
+        finally:
+            os.close(write)
+        self._acks = os.fdopen(read, "r")
 
-    def launch(self, spec: ExecutionSpec) -> LaunchResult:
-        if spec.task_type != TaskType.CLIENT_APP or self.zygote.poll() is not None:
-            print(f"[warm-superexec] task {spec.task_id}: launched cold (Flower's subprocess)", flush=True)
-            return super().launch(spec)
-        certificates = validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure)
-        task = {"runtime_api_address": spec.runtime_api_address, "token": spec.token, "insecure": spec.insecure,
-                "certificates": None if certificates is None else base64.b64encode(certificates).decode(),
-                "parent_pid": spec.parent_pid, "runtime_dependency_install": spec.runtime_dependency_install,
-                "quiet": spec.suppress_output}
+    def _fork(self, task: dict[str, object]) -> int:
+        """The child's pid, or 0 when the zygote did not start one (then it is gone or refused)."""
+        if self.zygote.poll() is not None:
+            return 0
         try:
             self.zygote.stdin.write(json.dumps(task) + "\n")
             self.zygote.stdin.flush()
-        except OSError:  # the zygote died between poll() and write: launch cold
+            ready, _, _ = select.select([self._acks], [], [], ACK_TIMEOUT_S)
+            answer = self._acks.readline() if ready else ""
+        except OSError:
+            answer = ""
+        if not answer.strip().isdigit():  # no answer: it may still read the line later, so stop it now
+            self.zygote.kill()
+            self.zygote.wait()
+            return 0
+        return int(answer)
+
+    def launch(self, spec: ExecutionSpec) -> LaunchResult:
+        pid = 0
+        if spec.task_type == TaskType.CLIENT_APP:
+            try:
+                certificates = validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure)
+            except SystemExit:  # Flower's own launch reports a bad path in the task's process, not here
+                certificates = None
+            else:
+                pid = self._fork({"runtime_api_address": spec.runtime_api_address, "token": spec.token,
+                                  "insecure": spec.insecure,
+                                  "certificates": None if certificates is None else base64.b64encode(certificates).decode(),
+                                  "parent_pid": spec.parent_pid,
+                                  "runtime_dependency_install": spec.runtime_dependency_install,
+                                  "quiet": spec.suppress_output})
+        if not pid:
+            print(f"[warm-superexec] task {spec.task_id}: launched cold (Flower's subprocess)", flush=True)
             return super().launch(spec)
-        print(f"[warm-superexec] task {spec.task_id}: forked warm", flush=True)
+        print(f"[warm-superexec] task {spec.task_id}: forked warm (pid {pid})", flush=True)
         return LaunchResult.accepted()
 
     def close(self) -> None:
@@ -107,6 +157,7 @@ class WarmExecutor(SubprocessExecutor):
                 self.zygote.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.zygote.kill()
+        self._acks.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,7 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--root-certificates", default=None)
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) exits")
+    parser.add_argument("--superexec-auth-secret-file", default=None,
+                        help="the secret the SuperNode was given (its Runtime API then serves tasks only to us)")
     ns = parser.parse_args(argv)
+    from flwr.supercore.auth import load_superexec_auth_secret  # noqa: PLC0415
+    from flwr.supercore.utils import disable_process_dumping  # noqa: PLC0415
+
+    disable_process_dumping(strict=False)  # as flower-superexec: this process holds every task's token
     loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
 
     # Flower's loop with this executor in place of the one it would build (flwr is pinned exactly;
@@ -123,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     loop.get_executor = lambda *args, **kwargs: WarmExecutor()
     loop.run_superexec(runtime_api_address=ns.runtime_api_address, insecure=ns.insecure,
                        root_certificates_path=ns.root_certificates, parent_pid=ns.parent_pid,
+                       superexec_auth_secret=load_superexec_auth_secret(ns.superexec_auth_secret_file),
                        runtime_dependency_install=False)
 
 

@@ -125,7 +125,8 @@ def test_flowers_own_superexec_still_completes_a_run(folder, tmp_path):
 
 
 def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder, tmp_path):
-    """The run is stopped on the server side once round 2 is checkpointed, resumed with
+    """The run is stopped on the server side once round 2 is checkpointed (it may get one or two
+    rounds further before the stop lands), resumed with
     ``resume-from``, and compared with an uninterrupted simulation of the same seed (deployment
     and simulation give identical numbers for the same seed)."""
     import json
@@ -135,7 +136,8 @@ def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder
 
     dep = deploy(folder, 3, tls=False, auth=False)
     out = tmp_path / "out"
-    cfg = {**RUN, "num-server-rounds": 3, "seed": 5, "output-dir": str(out)}
+    rounds = 5  # the stop lands after round 2's checkpoint and before the last round, whatever the speed
+    cfg = {**RUN, "num-server-rounds": rounds, "seed": 5, "output-dir": str(out)}
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault("r", flwr_run(dep, REPO, cfg, timeout=500)))
     runner.start()
@@ -151,7 +153,8 @@ def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder
     runner.join(timeout=520)
     assert result["r"].status != "finished:completed"
     [run_dir] = out.iterdir()
-    assert checkpoint.load(run_dir).round == 2
+    stopped_at = checkpoint.load(run_dir).round
+    assert 2 <= stopped_at < rounds
 
     resumed = flwr_run(dep, REPO, {**cfg, "resume-from": str(run_dir)}, timeout=400)
     assert resumed.status == "finished:completed", resumed.output[-3000:]
@@ -162,9 +165,36 @@ def test_server_stopped_after_round_2_resumes_to_the_uninterrupted_result(folder
 
     # every row, clients' included: their state came back from the nodes' own state-dir
     assert rows(run_dir) == rows(reference["run_dir"])
-    assert {r[0] for r in rows(run_dir)} == {"0", "1", "2", "3"}
+    assert {r[0] for r in rows(run_dir)} == {str(r) for r in range(rounds + 1)}
     assert sorted(p.name for p in (dep.folder / "state" / "node-0" / run_dir.name / "client-0").iterdir()) == \
-        ["r00002.npz", "r00003.npz"]
+        [f"r{rounds - 1:05d}.npz", f"r{rounds:05d}.npz"]
     ours, ref = checkpoint.load(run_dir), checkpoint.load(Path(reference["run_dir"]))
-    assert ours.round == ref.round == 3
+    assert ours.round == ref.round == rounds
     assert all((ours.arrays[k] == ref.arrays[k]).all() for k in ref.arrays)
+
+
+def test_a_local_stranger_cannot_take_a_supernodes_tasks(folder):
+    """The SuperNode's Runtime API (loopback, no TLS) hands out task tokens; with the warm SuperExec
+    it serves only the holder of the 0600 secret deploy-local wrote for the pair."""
+    import httpx
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    dep = deploy(folder, 1, tls=False, auth=False)
+    secret = folder / "secrets" / "supernode-0.superexec"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
+    cmd = open(f"/proc/{dep.pids['supernode-0-superexec']}/cmdline").read().split("\0")
+    address = cmd[cmd.index("--runtime-api-address") + 1]
+    stranger = RuntimeHttpClient.from_server_address(server_address=address, insecure=True, root_certificates=None,
+                                                     interceptors=[], retry_invoker=None)
+    deadline = time.monotonic() + 60
+    while True:  # until the SuperNode's Runtime API is up
+        try:
+            stranger.AcquireTask(AcquireTaskRequest(supported_task_types=["clientapp"]))
+            pytest.fail("a process without the secret was served by the Runtime API")
+        except httpx.HTTPStatusError as exc:
+            assert exc.response.status_code == 401
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the SuperNode's Runtime API never came up"
+            time.sleep(0.5)

@@ -19,7 +19,8 @@ import json, os, sys
 def run(**task):
     open(task["token"], "w").write(json.dumps({
         "bouquet": sorted(m for m in sys.modules if m == "bouquet" or m.startswith("bouquet.")),
-        "numpy": "numpy" in sys.modules, "pid": os.getpid(), "ppid": os.getppid(), "task": sorted(task)}))
+        "numpy": "numpy" in sys.modules, "pid": os.getpid(), "ppid": os.getppid(), "task": sorted(task),
+        "stdin": os.readlink("/proc/self/fd/0"), "draw": __import__("numpy").random.random()}))
 '''
 
 
@@ -55,6 +56,8 @@ def test_each_clientapp_task_is_a_fresh_child_of_the_zygote_without_bouquet(tmp_
     assert a["bouquet"] == [] and b["bouquet"] == []  # run_clientapp would load the FAB's bouquet
     assert a["numpy"]  # preloaded in the zygote, inherited by the fork
     assert a["ppid"] == b["ppid"] == probe_executor.zygote.pid and a["pid"] != b["pid"]
+    assert a["stdin"] == b["stdin"] == "/dev/null"  # not the task pipe, which carries other tasks' tokens
+    assert a["draw"] != b["draw"]  # each child reseeds numpy (a fork copies the zygote's state)
     assert a["task"] == ["certificates", "insecure", "parent_pid", "runtime_api_address", "runtime_dependency_install",
                          "token"]
 
@@ -75,3 +78,26 @@ def test_flowers_loop_still_builds_its_executor_where_we_replace_it():
     new pin moves the hook."""
     loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
     assert callable(loop.get_executor) and "get_executor" in loop.run_superexec.__code__.co_names
+
+
+def test_a_zygote_that_does_not_answer_is_killed_and_the_task_launches_cold(tmp_path, monkeypatch):
+    """No answer in time (here: a preload that hangs) must not leave the token with a zygote that
+    could still run it later: it is killed, and this and every later task launch cold."""
+    import bouquet.deploy.superexec as sx
+
+    (tmp_path / "probe_target.py").write_text(PROBE)
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(sx, "ACK_TIMEOUT_S", 1.0)
+    cold = []
+    monkeypatch.setattr(SubprocessExecutor, "launch", lambda self, s: cold.append(s.task_id) or LaunchResult.accepted())
+    executor = WarmExecutor(preload=("slow_import",), target="probe_target:run")
+    try:
+        executor.launch(spec(str(tmp_path / "a"), 1))
+        assert cold == [1] and executor.zygote.poll() is not None
+        executor.launch(spec(str(tmp_path / "b"), 2))
+        assert cold == [1, 2]
+        time.sleep(0.5)
+        assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # no token ran twice
+    finally:
+        executor.close()
