@@ -193,6 +193,10 @@ class RunConfig:
         if self.keep_optimizer_state and self.dp_mode != "none":
             raise ConfigError(f"keep-optimizer-state=true with dp={self.dp_mode!r}: state carried across rounds "
                               "is not in the privacy analysis; leave it false")
+        if self.method == "fedpub" and self.aggregator != "mean":
+            raise ConfigError(f"aggregator={self.aggregator!r} with method='fedpub': every client trains from its "
+                              "personalized model, a similarity-weighted mean of all replies, which a robust rule "
+                              "would not cover; use aggregator='mean' (max-update-norm bounds every update)")
         allowed = METHODS[self.method].datasets
         if self.dataset not in allowed:
             raise ConfigError(

@@ -57,7 +57,37 @@ HUNGARIAN = "hungarian"
 UNLABELLED = "unlabelled"
 ESTIMATED_K, TRUE_K = "estimated_k", "true_k"
 
+EPSILON = "dp-epsilon-spent"  # the privacy accountant's ε after each round (server)
+GEFL_PHASE, GEFL_PHASE_ROUND = "gefl-phase", "gefl-phase-round"  # which GeFL phase a round was (server)
+
 NOT_AVERAGED = frozenset({NUM_EXAMPLES, PARTITION_ID, MODEL_ARCH})
+# What only the server computes; a client reply carrying one of these names is refused, so no
+# participant can write (or overwrite) the server's ε, its test-set scores or its update norms.
+SERVER_KEYS = frozenset({UPDATE_NORM, EPSILON, GLOBAL_LOSS, GLOBAL_PERPLEXITY, GEFL_PHASE, GEFL_PHASE_ROUND})
+SERVER_DATA = ("global_test", NEW_CLIENT, "generated")  # sets only the server scores the *global* model on
+KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:@+")
+MAX_KEY_LEN = 100
+MAX_ABS_VALUE = 1e12  # a finite metric beyond this (a loss of 1e308) would overflow the weighted means
+
+
+def server_owned(key: str) -> bool:
+    """True for a metric name only the server computes: its own counters, ``best-checkpoint:…``,
+    and the global model (or one of GeFL's architectures) scored on the server's sets, with or
+    without a ``<stat>:`` prefix or an ``_old`` / ``_new`` suffix."""
+    if key in SERVER_KEYS or key.startswith("best-checkpoint:"):
+        return True
+    model, _, data = key.rsplit(":", 1)[-1].partition("@")
+    server_model = model == "global_model" or (model.startswith("arch") and model[4:].isdigit())
+    return server_model and data.startswith(SERVER_DATA)
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` is not an acceptable metric name (plain ASCII, at most MAX_KEY_LEN characters:
+    names become CSV cells and plot labels), or None."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LEN or not set(key) <= KEY_CHARS:
+        shown = repr(key)[:60]
+        return f"metric name {shown} is not 1-{MAX_KEY_LEN} characters of [A-Za-z0-9_-.:@+]"
+    return None
 UNWEIGHTED = frozenset({BWT, BWT_WITH_TRAINED})  # averaged over clients, not over their samples
 
 

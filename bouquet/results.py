@@ -125,7 +125,8 @@ class RunRecorder:
         self._write(server_round, pid, metrics)
 
     def server_metrics(self, server_round: int, metrics: Mapping[str, float]) -> None:
-        self.server.setdefault(server_round, {}).update({k: float(v) for k, v in metrics.items()})
+        """Non-finite values are "not defined this round", in memory as in metrics.csv."""
+        self.server.setdefault(server_round, {}).update({k: float(v) for k, v in metrics.items() if math.isfinite(v)})
         self._write(server_round, None, metrics)
 
     def rejected(self, server_round: int, pid: int, reason: str) -> None:
@@ -166,9 +167,12 @@ class RunRecorder:
             "round_seconds": {str(k): round(v, 4) for k, v in sorted(self.round_seconds.items())},
             "wall_seconds": round(time.monotonic() - self._t0, 3),
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         headline = [key for _, key in headline_metrics(str(self.meta.get("method")), str(self.meta.get("dataset")))]
-        plot_run(self.server, self.run_dir, title=self._title(), headline=headline)
+        try:  # figures are a view of metrics.csv: one that cannot be drawn costs the figure, not the run
+            plot_run(self.server, self.run_dir, title=self._title(), headline=headline)
+        except Exception as exc:  # noqa: BLE001
+            summary["plot_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, allow_nan=False))
         return summary
 
     def _title(self) -> str:

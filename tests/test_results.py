@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -139,3 +140,20 @@ def test_louvain_partition_includes_the_held_out_subgraph(tmp_path):
     assert [c for c, _ in counts] == ["0", "1", "2", "held-out"]
     assert sum(int(row.sum()) for _, row in counts) == load_dataset("cora", data_root()).num_nodes
     assert int(counts[1][1].sum()) == client_data(spec, 1).num_nodes
+
+
+def test_a_figure_that_cannot_be_drawn_costs_the_figure_not_the_run(tmp_path, monkeypatch):
+    import bouquet.results as results
+
+    rec = RunRecorder(tmp_path / "run", {"method": "fedavg", "dataset": "digits"})
+    rec.server_metrics(1, {"global_model@global_test": 0.5, "train_loss": float("nan"), "dp-epsilon-spent": float("inf")})
+
+    def broken(*_, **__):
+        raise ValueError("mathtext")
+
+    monkeypatch.setattr(results, "plot_run", broken)
+    summary = rec.finish()
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"summary.json holds {c}, not JSON"))
+    assert on_disk["status"] == summary["status"] == "completed" and "mathtext" in on_disk["plot_error"]
+    assert on_disk["final"] == {"global_model@global_test": 0.5}  # NaN and inf are "not defined", as in the CSV

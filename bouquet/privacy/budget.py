@@ -15,12 +15,12 @@ import numpy as np
 from flwr.common import log
 
 from bouquet.config import RunConfig
+from bouquet.metrics import EPSILON
 from bouquet.privacy.accounting import PrivacyLedger, calibrate_noise
 from bouquet.privacy.contribution import els_default_k, uls_default_k
 from bouquet.privacy.noise import Randomness
 from bouquet.strategies.rounds import Stop
 
-EPSILON = "dp-epsilon-spent"  # metrics.csv column, one value per round
 JOURNAL = "privacy-releases.json"  # written at every release, before the model leaves the server
 
 # What the guarantee covers (summary.json "privacy"); methods add their own uncovered records.

@@ -55,7 +55,8 @@ class BouquetStrategy:
         )
         self.cfg, self.clients, self.recorder = cfg, clients, recorder
         self.global_arrays: ArrayRecord | None = None
-        self.max_examples: Mapping[int, float] = {}  # partition id -> its size, where the server knows it
+        self.max_examples: Mapping[int, float] = {}  # partition id -> the most examples it may weigh (DP: ≤ k)
+        self.partition_sizes: Mapping[int, float] = {}  # partition id -> its size, where the server knows it
         self.max_examples_total = float("inf")  # every sample of the dataset (bounds the count metrics)
         # 0 under DP: a round releases (noise) whatever the number of replies, a data-dependent count
         self.min_sound_replies = 0 if cfg.dp_mode != "none" else cfg.min_replies
@@ -74,11 +75,12 @@ class BouquetStrategy:
         """What partition ``pid``'s reply may carry in ``phase`` (evaluate replies: metrics
         only, averaged by num-examples)."""
         inf = float("inf")
-        limits = (self.max_examples.get(pid, inf), self.max_examples_total)
+        limits = {"max_examples": self.max_examples.get(pid, inf), "max_count": self.max_examples_total,
+                  "max_local_count": self.partition_sizes.get(pid, self.max_examples.get(pid, inf))}
         if phase != "train":
-            return ReplyRules(frozenset(), *limits)
-        return ReplyRules(frozenset({"arrays", *self.extra_records}), *limits, self.weight_key, self.weight_range,
-                          self.nan_weight_ok)
+            return ReplyRules(frozenset(), **limits)
+        return ReplyRules(frozenset({"arrays", *self.extra_records}), weight_key=self.weight_key,
+                          weight_range=self.weight_range, nan_weight_ok=self.nan_weight_ok, **limits)
 
     def round_config(self, server_round: int) -> dict[str, float | int | str]:
         """Per-round values sent to clients next to the arrays: the lr, decayed by ``lr-decay``

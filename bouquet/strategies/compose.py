@@ -19,7 +19,8 @@ def build_strategy(method: Method, cfg: RunConfig, clients, recorder, counts: Ma
     partition sizes the server computed (they bound num-examples); ``user_sizes`` the training
     examples each user holds (they fix k and ELS's expected batch; default: ``counts``)."""
     hooks = method.strategy(cfg=cfg, clients=clients, recorder=recorder)
-    hooks.max_examples, hooks.max_examples_total = counts, total  # a Mapping: a million clients need not be listed
+    # Mappings: a million clients need not be listed
+    hooks.max_examples, hooks.partition_sizes, hooks.max_examples_total = counts, counts, total
     strategy = hooks
     if cfg.aggregator != "mean":
         from bouquet.strategies.robust import RobustAggregation  # noqa: PLC0415

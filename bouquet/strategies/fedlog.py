@@ -16,6 +16,10 @@ from bouquet.seeding import derive_seed
 from bouquet.strategies.base import BouquetStrategy
 
 
+UPLOAD_KEYS = frozenset({"syn_head", "head_means", "class_share"})
+SYN_BOUND = 100.0  # synthetic nodes live in feature space; honest ones stay within a few feature scales
+
+
 class FedLoGStrategy(BouquetStrategy, FedAvg):
     weight_key = "fedlog-uniform"  # every client counts once, as in the authors' server
     weight_range = (1.0, 1.0)  # anything else would be a client re-weighting itself
@@ -26,6 +30,7 @@ class FedLoGStrategy(BouquetStrategy, FedAvg):
         super().__init__(**kwargs)
         data = load_dataset(self.cfg.dataset, data_root(self.cfg.data_dir))
         self.num_classes, self.num_features = data.num_classes, data.x.shape[1]
+        self.syn_bound = SYN_BOUND * max(1.0, float(np.abs(np.asarray(data.x)).max()))
         self.global_synthetic: tuple[np.ndarray, np.ndarray] | None = None
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -39,15 +44,28 @@ class FedLoGStrategy(BouquetStrategy, FedAvg):
             self.global_synthetic = (arrays["global_synthetic_x"], arrays["global_synthetic_y"])
 
     def extra_problem(self, content: RecordDict) -> str | None:
+        """The upload condensed into every client's global synthetic nodes, outside ``arrays``
+        (so neither ``max-update-norm`` nor a robust aggregator touches it): exactly its keys and
+        shapes, class shares that are a distribution (each in [0, 1], summing to at most 1, as a
+        client's label counts over their total), and synthetic nodes within SYN_BOUND times the
+        dataset's largest feature magnitude, so no client can weigh itself over the others or push
+        the shared nodes anywhere."""
         upload = content.get(UPLOAD)
         if not isinstance(upload, ArrayRecord) or not {"syn_head", "class_share"} <= set(upload.keys()):
             return f"no '{UPLOAD}' record with syn_head and class_share"
-        want = (self.num_classes * self.cfg.fedlog_num_proto, self.num_features)
+        if extra := sorted(set(upload.keys()) - UPLOAD_KEYS):
+            return f"'{UPLOAD}' carries unexpected arrays {extra}"
         syn, share = upload["syn_head"].numpy(), upload["class_share"].numpy()
-        if syn.shape != want or share.shape != (self.num_classes,):
-            return f"'{UPLOAD}' shapes {syn.shape}, {share.shape}; expected {want}, ({self.num_classes},)"
-        if not (np.isfinite(syn).all() and np.isfinite(share).all()) or (share < 0).any():
-            return f"'{UPLOAD}' contains NaN, Inf or negative class shares"
+        want = {"syn_head": (self.num_classes * self.cfg.fedlog_num_proto, self.num_features),
+                "class_share": (self.num_classes,), "head_means": (self.num_classes, self.num_features)}
+        for key in upload.keys():
+            got = upload[key].numpy()
+            if got.shape != want[key] or not np.issubdtype(got.dtype, np.floating) or not np.isfinite(got).all():
+                return f"'{UPLOAD}' {key!r} is {got.dtype} {got.shape}; expected finite floats of shape {want[key]}"
+        if (share < 0).any() or (share > 1).any() or share.sum() > 1 + 1e-4:
+            return f"'{UPLOAD}' class shares {np.round(share, 4).tolist()} are not a distribution"
+        if np.abs(syn).max(initial=0.0) > self.syn_bound:
+            return f"'{UPLOAD}' synthetic nodes reach {np.abs(syn).max():.3g}, beyond {self.syn_bound:.3g}"
         return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:

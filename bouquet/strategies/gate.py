@@ -50,7 +50,7 @@ class ReplyGate:
         self.hooks = hooks
         self.update_bound = hooks.cfg.max_update_norm
         self.freeze_integer = False  # DP: integer arrays (counters) keep the global value, outside the clip
-        self.tally = {"train_sound": 0, "train_rejected": 0, "rounds_trained": 0, "rounds": 0}
+        self.tally = {"train_sound": 0, "train_rejected": 0, "rounds_trained": 0, "rounds": 0, "rounds_failed": 0}
         self.last_norms: dict[int, float] = {}  # partition id -> update norm, latest round it sent one
         self._awaiting: dict[str, list[Message]] = {}
 
@@ -75,10 +75,19 @@ class ReplyGate:
         # declared dead (missed heartbeats): that one is matched through reply_to_message_id.
         sent = self._awaiting.pop(phase, [])
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+        expected = {m.metadata.dst_node_id for m in sent}
         by_node: dict[int, Message] = {}
         for msg in replies:
             src = msg.metadata.src_node_id
             node = src if self.clients.pid(src) >= 0 else node_of.get(msg.metadata.reply_to_message_id, src)
+            # Flower's SuperLink already refuses both; checked again so that no grid can slip one in
+            unasked = bool(sent) and node not in expected
+            if unasked or node in by_node:
+                pid = self.clients.pid(node)
+                why = "a reply from a node that was not asked" if unasked else "a second reply from the same node"
+                log(WARNING, "round %d %s: rejected %s (partition %d, node %d)", server_round, phase, why, pid, node)
+                self.recorder.rejected(server_round, pid, f"{phase}: {why}")
+                continue
             by_node[node] = msg
         for node in sorted({m.metadata.dst_node_id for m in sent} - set(by_node), key=self.clients.pid):
             pid = self.clients.pid(node)
@@ -96,14 +105,17 @@ class ReplyGate:
                 self.recorder.rejected(server_round, pid, f"{phase} error: {msg.error.reason}")
                 continue
             problem = self._problem(msg.content, reference, pid, phase)
+            if problem is None and phase == "train" and reference_np is not None:
+                try:
+                    self._bound_update(server_round, pid, msg.content, reference_np)
+                except Exception as exc:  # noqa: BLE001 (checked replies cannot get here; never crash a round)
+                    problem = f"malformed update ({type(exc).__name__}: {exc})"
             if problem is not None:
                 log(WARNING, "round %d %s: rejected reply from partition %d: %s", server_round, phase, pid, problem)
                 self.recorder.rejected(server_round, pid, problem)
                 self.tally["train_rejected"] += phase == "train"
                 continue
             self.tally["train_sound"] += phase == "train"
-            if phase == "train" and reference_np is not None:
-                self._bound_update(server_round, pid, msg.content, reference_np)
             metrics = dict(msg.content["metrics"])
             if phase != "train":  # sizes were recorded with the training reply
                 metrics = {k: v for k, v in metrics.items() if not k.startswith(M.NUM_EXAMPLES)}
@@ -147,12 +159,16 @@ class ReplyGate:
             content["arrays"] = to_record(clipped)
 
     def run_problem(self) -> str | None:
-        """Why the finished run did not do its job, or None: no round updated the model, or
-        most train replies were rejected (the partitions with the largest updates named)."""
+        """Why the finished run did not do its job, or None: no round updated the model, more
+        rounds failed to aggregate than trained, or most train replies were rejected (the
+        partitions with the largest updates named)."""
         t = self.tally
         if t["rounds"] and not t["rounds_trained"]:
             return (f"no round had min-replies={self.cfg.min_replies} sound update(s); the model never trained "
                     f"({t['train_rejected']} replies rejected, see summary.json rejected_updates)")
+        if t["rounds_failed"] > t["rounds_trained"]:
+            return (f"the aggregate failed or was not finite in {t['rounds_failed']} of {t['rounds']} rounds, more than "
+                    f"the {t['rounds_trained']} that trained (see the log)")
         if t["train_rejected"] > t["train_sound"]:
             largest = sorted(self.last_norms.items(), key=lambda kv: -kv[1])[:3]
             named = ", ".join(f"partition {p} ({n:.3g})" for p, n in largest)

@@ -20,6 +20,7 @@ from bouquet import metrics as M
 from bouquet.records import contiguous
 
 MAX_METRICS = 256  # a reply with more metric keys is refused (oversized)
+NPY_HEADER_MAX = 4096  # an .npy header is 128 bytes for our arrays; anything beyond the data is refused
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,11 @@ class ReplyRules:
 
     array_records: frozenset[str]  # exact ArrayRecord names ("arrays" + the method's extras)
     max_examples: float = math.inf  # the most examples the partition can hold (bounds num-examples)
-    max_count: float = math.inf  # the most samples any scored set can hold (bounds num-examples@<data>)
+    max_count: float = math.inf  # the most samples any scored set can hold (bounds num-examples@<global set>)
     weight_key: str = M.NUM_EXAMPLES  # the aggregation weight
     weight_range: tuple[float, float] = (0.0, math.inf)  # inclusive bounds of a non-size weight
     nan_weight_ok: bool = False  # NaN weight allowed (the method falls back, e.g. FedKPer)
+    max_local_count: float = math.inf  # the partition's own size (bounds num-examples@<its own sets>)
 
 
 def reply_problem(content: RecordDict, reference: ArrayRecord | None, rules: ReplyRules) -> str | None:
@@ -59,20 +61,30 @@ def _metrics_problem(content: RecordDict, rules: ReplyRules) -> str | None:
     if len(metrics) > MAX_METRICS:
         return f"{len(metrics)} metrics, more than {MAX_METRICS}"
     for key, value in metrics.items():
+        if (problem := M.key_problem(key)) is not None:
+            return problem
+        if M.server_owned(key):
+            return f"metric {key!r} is computed by the server, not reported by clients"
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"metric {key!r} is not a number ({type(value).__name__})"
-        if math.isinf(value):
-            return f"metric {key!r} is infinite"
         if value != value:
+            if key.startswith(M.NUM_EXAMPLES):
+                return f"'{key}' is NaN (a count must be a number)"
             continue  # NaN: "not defined this round", never recorded
+        if not abs(value) <= M.MAX_ABS_VALUE:
+            return f"metric {key!r}={value!r} is infinite or beyond ±{M.MAX_ABS_VALUE:g}"
         if M.is_accuracy(key) and not 0.0 <= value <= 1.0:
             return f"metric {key!r}={value!r} is outside [0, 1]"
         if key in M.UNWEIGHTED and not -1.0 <= value <= 1.0:  # backward transfers
             return f"metric {key!r}={value!r} is outside [-1, 1]"
         if key == M.NUM_EXAMPLES and not 0 <= value <= rules.max_examples:
             return f"'{key}'={value!r} is outside [0, {rules.max_examples:g}] (the partition's size)"
-        if key.startswith(M.NUM_EXAMPLES) and not 0 <= value <= rules.max_count:
-            return f"'{key}'={value!r} is outside [0, {rules.max_count:g}] (the dataset's size)"
+        if key.startswith(M.NUM_EXAMPLES + "@"):
+            # a count of the client's own data is bounded by its partition, of a server-wide set by the dataset
+            whole = key.split("@", 1)[1].startswith(M.SERVER_DATA)
+            bound, what = (rules.max_count, "the dataset's size") if whole else (rules.max_local_count, "the partition's size")
+            if not 0 <= value <= bound:
+                return f"'{key}'={value!r} is outside [0, {bound:g}] ({what})"
     n = metrics.get(M.NUM_EXAMPLES)
     if n is None or not n > 0:
         return f"'{M.NUM_EXAMPLES}' must be a positive number, got {n!r}"
@@ -84,7 +96,9 @@ def _metrics_problem(content: RecordDict, rules: ReplyRules) -> str | None:
 
 
 def _arrays_problem(content: RecordDict, reference: ArrayRecord | None) -> str | None:
-    if reference is None:
+    if reference is None:  # no global model (local training): nothing may be sent
+        if "arrays" in content.array_records and len(content["arrays"]):
+            return f"{len(content['arrays'])} arrays sent, but this method has no global model to send them to"
         return None
     arrays = content["arrays"]
     if list(arrays.keys()) != list(reference.keys()):
@@ -93,12 +107,27 @@ def _arrays_problem(content: RecordDict, reference: ArrayRecord | None) -> str |
         return f"array keys differ from the global model (missing {missing}, extra {extra})"
     for key in reference.keys():
         got, want = arrays[key], reference[key]
-        if tuple(got.shape) != tuple(want.shape):
-            return f"'{key}' has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        if got.dtype != want.dtype:
-            return f"'{key}' has dtype {got.dtype}, expected {want.dtype}"
-        if not np.all(np.isfinite(got.numpy())):
-            return f"'{key}' contains NaN or Inf"
+        if (problem := array_problem(key, got, want)) is not None:
+            return problem
+    return None
+
+
+def array_problem(key: str, got: Array, want: Array) -> str | None:
+    """``got`` against the global model's ``want``: its header (shape, dtype) and, since Flower
+    carries the header apart from the bytes and never compares them, the array the bytes decode
+    to (its size checked before decoding), so what is aggregated is what was checked."""
+    if tuple(got.shape) != tuple(want.shape):
+        return f"'{key}' has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    if got.dtype != want.dtype:
+        return f"'{key}' has dtype {got.dtype}, expected {want.dtype}"
+    expected = int(np.prod(want.shape, dtype=np.int64)) * np.dtype(want.dtype).itemsize
+    if got.stype != want.stype or len(got.data) > expected + NPY_HEADER_MAX:
+        return f"'{key}' carries {len(got.data)} bytes of {got.stype!r}, more than a {want.dtype} {tuple(want.shape)} array"
+    real = got.numpy()
+    if real.shape != tuple(want.shape) or real.dtype != np.dtype(want.dtype):
+        return f"'{key}' decodes to {real.dtype} {real.shape}, not the {got.dtype} {tuple(got.shape)} its header says"
+    if not np.all(np.isfinite(real)):
+        return f"'{key}' contains NaN or Inf"
     return None
 
 

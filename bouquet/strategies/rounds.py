@@ -71,9 +71,11 @@ def train_round(strategy: Strategy, server_round: int, replies: Iterable[Message
     except Exception as exc:  # noqa: BLE001 (validated replies should not get here; never crash a round)
         log(WARNING, "round %d: aggregation failed (%s: %s); the global model stays as it was",
             server_round, type(exc).__name__, exc)
+        gate.tally["rounds_failed"] += 1
         return None, None
     if arrays is not None and not all(np.all(np.isfinite(v.numpy())) for v in arrays.values()):
         log(WARNING, "round %d: the aggregate is not finite; the global model stays as it was", server_round)
+        gate.tally["rounds_failed"] += 1
         return None, None
     if arrays is not None or not hooks.has_global_model:
         gate.tally["rounds_trained"] += 1

@@ -16,6 +16,7 @@ from bouquet.config import ConfigError, RunConfig
 from bouquet.strategies.fedavg import FedAvgStrategy
 from bouquet.strategies.fedkper import FedKPerStrategy
 from bouquet.strategies.replies import clip_update, robust_mean
+from flwr.app import ConfigRecord
 from tests.strategies.helpers import global_arrays, make_strategy, reply
 
 W0 = {"w": np.zeros((2, 2)), "b": np.zeros(2)}
@@ -98,7 +99,7 @@ def test_evaluate_replies_carry_metrics_only_and_need_no_training_weight(tmp_pat
     metrics = evaluate_round(strategy, 1, [honest, inflated, with_arrays])
     assert metrics["global_model@local_test"] == pytest.approx(0.5)  # only the honest reply counts
     assert [r["partition_id"] for r in recorder.rejections] == [1, 2]
-    assert "dataset's size" in recorder.rejections[0]["reason"] and "ArrayRecords" in recorder.rejections[1]["reason"]
+    assert "partition's size" in recorder.rejections[0]["reason"] and "ArrayRecords" in recorder.rejections[1]["reason"]
 
 
 @pytest.mark.parametrize("score", [1e9, -0.5])
@@ -151,3 +152,123 @@ def test_min_replies_larger_than_the_sampled_clients_is_refused():
         RunConfig.from_run_config({"min-replies": 2, "fraction-train": 0.5}).check_federation(3)
     with pytest.raises(ConfigError, match="trim-fraction"):
         RunConfig.from_run_config({"trim-fraction": 0.5})
+
+
+def _lying(shape_claimed, real: np.ndarray):
+    """An Array whose header (what Flower carries apart from the bytes) claims float32
+    ``shape_claimed`` while its bytes are the .npy of ``real``; sent through Flower's own
+    deflate/inflate, as the transport carries it."""
+    import io
+
+    from flwr.app import Array
+
+    buf = io.BytesIO()
+    np.save(buf, real, allow_pickle=False)
+    arr = Array(dtype="float32", shape=tuple(shape_claimed), stype="numpy.ndarray", data=buf.getvalue())
+    return Array.inflate(arr.deflate(), arr.children)
+
+
+@pytest.mark.parametrize("real", [np.ones((3, 2, 2), np.float32),  # broadcasts: would reshape the global model
+                                  np.ones(5, np.float32),  # does not: would crash the clip
+                                  np.full((2, 2), 1e300),  # float64 under a float32 header
+                                  np.ones((400, 400), np.float32)])  # 640 kB under a 16-byte header
+@pytest.mark.parametrize("position", [0, 2])
+def test_an_array_whose_bytes_contradict_its_header_is_rejected(tmp_path, real, position):
+    strategy, recorder = _strategy(tmp_path, **{"max-update-norm": 10.0})  # the clip reads the bytes too
+    replies = [_honest(10, 0.1), _honest(11, 0.3), _honest(12, 0.5)]
+    replies[position].content["arrays"]["w"] = _lying((2, 2), real)
+    arrays, _ = train_round(strategy, 1, replies)
+    honest = [0.1, 0.3, 0.5]
+    del honest[position]
+    np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), np.mean(honest)), rtol=1e-6)
+    assert arrays["w"].numpy().dtype == np.float32 and arrays["w"].numpy().shape == (2, 2)
+    assert [r["partition_id"] for r in recorder.rejections] == [position]
+    assert strategy.gate.run_problem() is None
+
+
+@pytest.mark.parametrize("key", ["dp-epsilon-spent", "update_norm", "global_model@global_test", "arch3@global_test",
+                                 "hungarian:global_model@global_test_new", "nfr:global_model@global_test",
+                                 "best-checkpoint:global_model@global_test", "global_model@new_client",
+                                 "global_model@generated", "gefl-phase", "global_loss"])
+def test_a_client_cannot_write_a_metric_the_server_computes(tmp_path, key):
+    strategy, recorder = _strategy(tmp_path)
+    recorder.server_metrics(1, {"dp-epsilon-spent": 2.5, "global_model@global_test": 0.31})
+    forged = _honest(12, 1.0, **{key: 0.0})
+    evaluate_round(strategy, 1, [reply(10, None, {"num-examples": 10, "global_model@local_test": 0.5}),
+                                 reply(12, None, dict(forged.content["metrics"]))])
+    assert recorder.server[1]["dp-epsilon-spent"] == 2.5 and recorder.server[1]["global_model@global_test"] == 0.31
+    assert key not in recorder.server[1] or key in ("dp-epsilon-spent", "global_model@global_test")
+    assert [r["partition_id"] for r in recorder.rejections] == [2] and "computed by the server" in recorder.rejections[0]["reason"]
+
+
+def test_server_owned_names_leave_the_clients_own_scores_alone():
+    from bouquet import metrics as M
+
+    for key in ("global_model@local_test", "local_model@global_test", "hungarian:local_model@global_test_old",
+                "hungarian:local_model@unlabelled", "bwt", "train_loss", "nfr:local_model@local_test", "estimated_k"):
+        assert not M.server_owned(key), key
+
+
+@pytest.mark.parametrize("metrics, reason", [
+    ({"local_model@$\\foo{$": 0.5}, "metric name"),  # TeX: would crash the plots at the end of the run
+    ({"x" * 101: 1.0}, "metric name"),
+    ({"train_loss": 1e308}, "beyond"),  # would overflow the weighted mean to inf
+    ({"estimated_k": -1e300}, "beyond"),
+    ({"num-examples@local_test": float("nan")}, "count must be a number"),
+    ({"num-examples@local_test": 150, "global_model@local_test": 0.0}, "partition's size"),  # 100 in the partition
+])
+def test_metric_names_values_and_counts_out_of_bounds_are_rejected(tmp_path, metrics, reason):
+    strategy, recorder = _strategy(tmp_path)
+    strategy.partition_sizes = strategy.max_examples
+    strategy.max_examples_total = 300.0
+    evaluate_round(strategy, 1, [reply(10, None, {"num-examples": 10, "global_model@local_test": 0.9}),
+                                 reply(11, None, {"num-examples": 10, **metrics})])
+    assert [r["partition_id"] for r in recorder.rejections] == [1] and reason in recorder.rejections[0]["reason"]
+    assert recorder.server[1] == {"global_model@local_test": pytest.approx(0.9)}
+
+
+def test_duplicate_and_unasked_replies_are_rejected(tmp_path, monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from bouquet.strategies.rounds import configure
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):  # messages made outside a ServerApp
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+    strategy, recorder = _strategy(tmp_path, **{"fraction-train": 2 / 3})
+
+    class Grid:
+        def get_node_ids(self):
+            return list(NODES)
+
+    asked = [m.metadata.dst_node_id for m in configure(strategy, "train", 1, strategy.global_arrays, ConfigRecord(), Grid())]
+    (stranger,) = set(NODES) - set(asked)
+    arrays, _ = train_round(strategy, 1, [_honest(asked[0], 1.0), _honest(asked[1], 3.0), _honest(asked[1], 1e3),
+                                          _honest(stranger, 1e3)])
+    np.testing.assert_allclose(arrays["w"].numpy(), np.full((2, 2), 2.0))
+    reasons = sorted(r["reason"] for r in recorder.rejections)
+    assert reasons == ["train: a reply from a node that was not asked", "train: a second reply from the same node"]
+
+
+def test_local_training_replies_carry_no_arrays(tmp_path):
+    from bouquet.strategies.local import LocalStrategy
+
+    strategy, recorder = _strategy(tmp_path, LocalStrategy, method="local")
+    train_round(strategy, 1, [reply(10, {}, {"num-examples": 10}), _honest(11, np.nan)])
+    assert [r["partition_id"] for r in recorder.rejections] == [1] and "no global model" in recorder.rejections[0]["reason"]
+
+
+def test_rounds_whose_aggregate_fails_make_the_run_a_failure(tmp_path, monkeypatch):
+    strategy, _ = _strategy(tmp_path)
+    train_round(strategy, 1, [_honest(10, 1.0)])
+    monkeypatch.setattr(strategy, "aggregate_train", lambda *_: (global_arrays(w=np.full((2, 2), np.inf), b=W0["b"]), None))
+    train_round(strategy, 2, [_honest(10, 1.0)])
+    assert strategy.gate.run_problem() is None  # one failed round of two: the run still trained
+    monkeypatch.setattr(strategy, "aggregate_train", lambda *_: 1 / 0)
+    train_round(strategy, 3, [_honest(10, 1.0)])
+    assert "failed or was not finite in 2 of 3 rounds" in strategy.gate.run_problem()
+
+
+def test_fedpub_refuses_a_robust_rule_that_would_not_cover_its_personalized_models():
+    with pytest.raises(ConfigError, match="aggregator='median' with method='fedpub'"):
+        RunConfig.from_run_config({"method": "fedpub", "aggregator": "median"})

@@ -57,9 +57,10 @@ def _update(node, w, n=5):
 def test_a_huge_update_moves_the_model_by_at_most_c_over_qn(tmp_path):
     strategy, _, _ = _uls(tmp_path, sigma=0.0, clip=1.0, q=0.5)  # denominator qN = 5
     g = global_arrays(w=np.zeros(DIM))
-    _start_round(strategy, 1, g)
-    honest = [0.3, 0.0, 0.0, 0.0]
-    arrays, _ = train_round(strategy, 1, [_update(10, honest), _update(11, [1e6, -1e6, 1e6, 1e6])], reference=g)
+    rnd, sampled = next((r, s) for r in range(1, 50) if len(s := [m.metadata.dst_node_id for m in _start_round(strategy, r, g)]) >= 2)
+    honest = [0.3, 0.0, 0.0, 0.0]  # from two of the users sampled (a reply from anyone else is refused)
+    arrays, _ = train_round(strategy, rnd, [_update(sampled[0], honest), _update(sampled[1], [1e6, -1e6, 1e6, 1e6])],
+                            reference=g)
     moved = arrays["w"].numpy() - np.asarray(honest) / 5  # the honest user's share, by hand
     assert np.linalg.norm(moved) == pytest.approx(1.0 / 5, rel=1e-5)  # exactly C / (qN), not more
 
