@@ -123,6 +123,8 @@ class RunConfig:
     gefl_fe_rounds: int = field(default=20, metadata=_range(0))  # GeFL-F: first-block warm-up rounds
     gefl_syn_epochs: int = field(default=1, metadata=_range(0))  # T_s: epochs on generated samples
     gefl_released: bool = False  # the released code's input-range mismatch and unsquared FedProx term
+    # gefl: average the first block over all clients in target rounds (the released code's avg_FE=1 default)
+    gefl_share_first_block: bool = False
     # heterogeneous methods' real training batches (the GeFL code: RandomCrop(32, 4) + HFlip on CIFAR-10 only)
     gefl_augment: str = field(default="none", metadata={"choices": ("none", "crop-flip")})
     # Generalized category discovery (FedLPA and its baselines simgcd, gcd, local-simgcd; clients/fedlpa.py)
@@ -238,6 +240,10 @@ class RunConfig:
         if self.gefl_augment != "none" and self.method not in HETERO_METHODS:
             raise ConfigError(f"gefl-augment={self.gefl_augment!r} with method={self.method!r}: only the heterogeneous "
                               f"methods ({', '.join(sorted(HETERO_METHODS))}) augment; leave it at 'none'")
+        if self.gefl_share_first_block and self.method != "gefl":
+            raise ConfigError(f"gefl-share-first-block=true with method={self.method!r}: only gefl has the switch "
+                              "(gefl-f averages the first block over all clients in its warm-up and freezes it after; "
+                              "lg-fedavg always averages it; for the baselines with it, use lg-fedavg)")
         before = {"gefl": self.gefl_gen_rounds, "gefl-f": self.gefl_fe_rounds + self.gefl_gen_rounds}.get(self.method, 0)
         if before and self.num_server_rounds <= before:
             raise ConfigError(

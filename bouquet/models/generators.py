@@ -3,7 +3,8 @@
 The paper's CVAE (``generators32/CCVAE.py``) has 22.35M parameters and its DCGAN 3.08M + 2.64M;
 ``width`` divides their channel counts (1 = the paper's size, selectable on a GPU machine;
 parameters and MACs fall by about width²). ``side`` 32 generates images, 16 generates GeFL-F's
-feature maps (one stage fewer, ReLU output as the authors' ``generators16``).
+feature maps (as the authors' ``generators16``: one stage fewer, ReLU output; the DCGAN's
+hidden layers LeakyReLU(0.2) and its discriminator as deep as the image one's).
 
 Each generator's ``sample(n, labels)`` returns outputs in its own range (CVAE: [0, ∞) from a
 ReLU, trained on [0, 1] data; DCGAN: tanh [−1, 1], or ReLU for features) and ``to_unit`` maps
@@ -83,38 +84,45 @@ class DCGAN(nn.Module):
     """Conditional DCGAN (``generators32/DCGAN.py``): G maps z(100) and the one-hot label each
     through a transposed conv to 4×4, concatenates, and upsamples ×2 per stage to ``side``;
     D sees the image and label planes through two convs, concatenated, then stride-2 convs with
-    BN and LeakyReLU(0.2) to one sigmoid. Both are federated (``g.…``, ``d.…``)."""
+    BN and LeakyReLU(0.2) to one sigmoid. Both are federated (``g.…``, ``d.…``).
+
+    ``features`` (GeFL-F, ``generators16/DCGAN.py``): ReLU output, LeakyReLU(0.2) after G's hidden
+    layers, and D keeps the image D's two stride-2 stages (d→2d, 2d→4d) on the smaller input, so its
+    last conv has kernel side/8 (2 for 16×16). The authors' G also holds three layers its forward
+    never uses (``deconv3``, ``deconv3_bn``, ``deconv4``, 0.53M of its 3.09M parameters at width 1):
+    left out, since they cannot change what G generates."""
 
     kind = "dcgan"
     z_dim = 100
 
     def __init__(self, channels: int, side: int = 32, width: int = 1, num_classes: int = NUM_CLASSES,
-                 relu_out: bool = False) -> None:
+                 features: bool = False) -> None:
         super().__init__()
         n = _stages(side) - 2  # upsampling stages after 4×4
         d = max(128 // width, 2)
-        self.g_z = nn.Sequential(nn.ConvTranspose2d(self.z_dim, 2 * d, 4, 1, 0), nn.BatchNorm2d(2 * d), nn.ReLU())
-        self.g_y = nn.Sequential(nn.ConvTranspose2d(num_classes, 2 * d, 4, 1, 0), nn.BatchNorm2d(2 * d), nn.ReLU())
+        act = (lambda: nn.LeakyReLU(0.2)) if features else nn.ReLU
+        self.g_z = nn.Sequential(nn.ConvTranspose2d(self.z_dim, 2 * d, 4, 1, 0), nn.BatchNorm2d(2 * d), act())
+        self.g_y = nn.Sequential(nn.ConvTranspose2d(num_classes, 2 * d, 4, 1, 0), nn.BatchNorm2d(2 * d), act())
         ups: list[nn.Module] = []
         prev = 4 * d
         for i in range(n - 1):
             c = max(2 * d >> i, 1)
-            ups += [nn.ConvTranspose2d(prev, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU()]
+            ups += [nn.ConvTranspose2d(prev, c, 4, 2, 1), nn.BatchNorm2d(c), act()]
             prev = c
-        ups += [nn.ConvTranspose2d(prev, channels, 4, 2, 1), nn.ReLU() if relu_out else nn.Tanh()]
+        ups += [nn.ConvTranspose2d(prev, channels, 4, 2, 1), nn.ReLU() if features else nn.Tanh()]
         self.g_up = nn.Sequential(*ups)
         half = max(d // 2, 1)
         self.d_x = nn.Sequential(nn.Conv2d(channels, half, 4, 2, 1), nn.LeakyReLU(0.2))
         self.d_y = nn.Sequential(nn.Conv2d(num_classes, half, 4, 2, 1), nn.LeakyReLU(0.2))
         downs: list[nn.Module] = []
-        prev, c = 2 * half, 2 * d
-        for _ in range(n - 1):
+        prev, c, stages = 2 * half, 2 * d, max(n - 1, 2)
+        for _ in range(stages):
             downs += [nn.Conv2d(prev, c, 4, 2, 1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2)]
             prev, c = c, 2 * c
-        downs += [nn.Conv2d(prev, 1, 4, 1, 0), nn.Sigmoid()]
+        downs += [nn.Conv2d(prev, 1, side >> (stages + 1), 1, 0), nn.Sigmoid()]
         self.d_down = nn.Sequential(*downs)
         self.channels, self.side, self.num_classes = channels, side, num_classes
-        self.data_range = (0.0, 1.0) if relu_out else (-1.0, 1.0)
+        self.data_range = (0.0, 1.0) if features else (-1.0, 1.0)
         for m in self.modules():  # the authors' (and cDCGAN's) weight_init(0, 0.02), zero biases
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.normal_(m.weight, 0.0, 0.02)
@@ -155,7 +163,7 @@ def build_generator(kind: str, channels: int, side: int, width: int, latent: int
     if kind == "cvae":
         return CVAE(channels, side, latent=latent, width=width)
     if kind == "dcgan":
-        return DCGAN(channels, side, width=width, relu_out=side < 32)
+        return DCGAN(channels, side, width=width, features=side < 32)
     raise ValueError(f"gefl-generator={kind!r} is unknown; choose cvae or dcgan")
 
 

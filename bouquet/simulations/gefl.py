@@ -1,6 +1,7 @@
 """``bouquet reproduce gefl``'s own report: Bouquet's numbers beside the paper's (its
 best-checkpoint protocol and the last round), GeFL's margin over per-architecture FedAvg, the
-fixed vs released behaviour, and GeFL vs GeFL-F by number of clients; ``gefl-clients.png``."""
+fixed vs released behaviour, the first block per architecture vs shared over all clients, and
+GeFL vs GeFL-F by number of clients; ``gefl-clients.png``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ PAPER_CLIENTS = {  # (dataset, clients) -> DCGAN, DCGAN-F, CVAE, CVAE-F
     ("cifar10", 10): (58.45, 54.82, 55.80, 55.86), ("cifar10", 50): (54.73, 53.80, 54.84, 53.19),
     ("cifar10", 100): (49.35, 53.95, 50.96, 51.46)}
 VARIANTS = ("gefl-dcgan", "gefl-f-dcgan", "gefl-cvae", "gefl-f-cvae")
+SHARED = "-sharefe"  # gefl with gefl-share-first-block: the released code's default (avg_FE=1)
+
+
+def _paper(short: str, method: str) -> float | None:
+    """The paper's number for a method; a ``-sharefe`` row is GeFL as the released code runs it by default,
+    so it gets GeFL's number (which setting the paper's runs used cannot be told)."""
+    return PAPER.get((short, method.removesuffix(SHARED)))
 
 
 def _values(results: list[dict[str, Any]], key: str) -> dict[tuple[str, str], list[float]]:
@@ -67,31 +75,35 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
             continue
         for m in preset.methods:
             if (d, m) in best:
-                paper = PAPER.get((short, m))
+                paper = _paper(short, m)
                 lines.append(f"| {d} | {m} | {'–' if paper is None else f'{paper:.2f}'} | {_cell(best.get((d, m)))} | "
                              f"{_cell(last.get((d, m)))} |")
     lines += ["", "### GeFL's margin over per-architecture FedAvg (points; paper: +1.8 to +2.7)", "",
               "| setting | generator | paper protocol | last round | paper |", "|---|---|---|---|---|"]
     for d in settings:
         short = _setting(d)[0]
-        for g in ("gefl-cvae", "gefl-dcgan", "gefl-f-cvae", "gefl-f-dcgan"):
+        for g in ("gefl-cvae", "gefl-cvae" + SHARED, "gefl-dcgan", "gefl-dcgan" + SHARED, "gefl-f-cvae",
+                  "gefl-f-dcgan"):
             base_b, base_l = _mean(best.get((d, "hetero-fedavg"))), _mean(last.get((d, "hetero-fedavg")))
             b, l_ = _mean(best.get((d, g))), _mean(last.get((d, g)))
             if None in (base_b, b):
                 continue
-            paper = (PAPER.get((short, g)) - PAPER[(short, "hetero-fedavg")]) if (short, g) in PAPER else None
+            paper = None if _paper(short, g) is None else _paper(short, g) - PAPER[(short, "hetero-fedavg")]
             lines.append(f"| {d} | {g} | {b - base_b:+.2f} | {l_ - base_l:+.2f} | "
                          f"{'–' if paper is None else f'{paper:+.2f}'} |")
-    fixed = [(d, g) for d in settings for g in ("gefl-cvae", "gefl-dcgan", "hetero-fedprox")
-             if (d, g) in best and (d, f"{g}-released") in best]
-    if fixed:
-        lines += ["", "### Fixed vs released behaviour (paper protocol / last round)", "",
-                  "Released: generated images in the generator's own range (MNIST+DCGAN, FMNIST+CVAE differ from "
-                  "the real images'); FedProx term a sum of per-tensor norms, not squared.", "",
-                  "| setting | method | fixed | released |", "|---|---|---|---|"]
-        for d, g in fixed:
-            lines.append(f"| {d} | {g} | {_cell(best.get((d, g)))} / {_cell(last.get((d, g)))} | "
-                         f"{_cell(best.get((d, f'{g}-released')))} / {_cell(last.get((d, f'{g}-released')))} |")
+    fixed = [(d, g, g, f"{g}-released") for d in settings for g in ("gefl-cvae", "gefl-dcgan", "hetero-fedprox")]
+    lines += _pairs(best, last, fixed, "Fixed vs released behaviour", ("fixed", "released"),
+                    "Released: generated images in the generator's own range (MNIST+DCGAN, FMNIST+CVAE differ from "
+                    "the real images'); FedProx term a sum of per-tensor norms, not squared.")
+    shared = []
+    for d in settings:
+        ran = [(d, g, g, g + SHARED) for g in ("gefl-cvae", "gefl-dcgan") if (d, g) in best and (d, g + SHARED) in best]
+        if ran:
+            shared += [*ran, (d, "no generator (hetero-fedavg / lg-fedavg)", "hetero-fedavg", "lg-fedavg")]
+    lines += _pairs(best, last, shared, "First block per architecture vs shared over all clients",
+                    ("per architecture (Bouquet's default)", "shared (gefl-share-first-block, the code's avg_FE=1)"),
+                    "In target rounds the released code averages the first block (conv + BN) over all clients by "
+                    "default; the last row is the same contrast without a generator.")
     by_clients = [d for d in settings if not _setting(d)[2] and any((d, v) in best for v in VARIANTS)]
     if by_clients:
         lines += ["", "### GeFL vs GeFL-F by number of clients (paper protocol; paper's figure in brackets)", "",
@@ -105,6 +117,20 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
         _plot_clients(best, by_clients, out)
         lines += ["", "![GeFL vs GeFL-F by clients](gefl-clients.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _pairs(best: dict, last: dict, pairs: list[tuple[str, str, str, str]], title: str, heads: tuple[str, str],
+           note: str) -> list[str]:
+    """A "{title}" table of (setting, label, method a, method b) rows where both ran: paper protocol / last round."""
+    rows = [p for p in pairs if (p[0], p[2]) in best and (p[0], p[3]) in best]
+    if not rows:
+        return []
+    lines = ["", f"### {title} (paper protocol / last round)", "", note, "",
+             f"| setting | method | {heads[0]} | {heads[1]} |", "|---|---|---|---|"]
+    for d, label, a, b in rows:
+        lines.append(f"| {d} | {label} | {_cell(best.get((d, a)))} / {_cell(last.get((d, a)))} | "
+                     f"{_cell(best.get((d, b)))} / {_cell(last.get((d, b)))} |")
+    return lines
 
 
 def _plot_clients(best: dict[tuple[str, str], list[float]], settings: list[str], out: Path) -> None:

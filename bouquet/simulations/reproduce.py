@@ -194,7 +194,8 @@ GEFL_ROUNDS = {"fe": 10, "gen": 30, "target": 30}
 
 
 def gefl_methods(fe: int, gen: int, target: int) -> dict[str, dict[str, Any]]:
-    """Each GeFL variant's run config for the given phase lengths; baselines get ``target`` rounds."""
+    """Each GeFL variant's run config for the given phase lengths; baselines get ``target`` rounds.
+    The ``-sharefe`` variants are not in the preset's default sweep: name them in ``--methods``."""
     base = {"num-server-rounds": target}
     out: dict[str, dict[str, Any]] = {m: dict(base) for m in ("hetero-fedavg", "hetero-fedprox", "lg-fedavg", "avgkd",
                                                                "hetero-local")}
@@ -203,6 +204,8 @@ def gefl_methods(fe: int, gen: int, target: int) -> dict[str, dict[str, Any]]:
         image = {"method": "gefl", "gefl-generator": g, "gefl-gen-rounds": gen, "num-server-rounds": gen + target}
         out[f"gefl-{g}"] = image
         out[f"gefl-{g}-released"] = {**image, "gefl-released": True}
+        # the released code's default avg_FE=1: the first block averaged over all clients in target rounds
+        out[f"gefl-{g}-sharefe"] = {**image, "gefl-share-first-block": True}
         out[f"gefl-f-{g}"] = {"method": "gefl-f", "gefl-generator": g, "gefl-gen-rounds": gen, "gefl-fe-rounds": fe,
                               "num-server-rounds": fe + gen + target}
     return out

@@ -10,7 +10,9 @@ no sound reply this round keeps its weights. What else is averaged depends on th
   block ``arch*.fe.`` is averaged over *all* clients and written into every architecture.
 - ``generator`` (GeFL's first ``gefl-gen-rounds``): the generator, averaged over all clients
   (BN buffers included, as the authors' ``FedAvg``); the target nets are left alone.
-- ``target``: per-architecture averaging; GeFL-F keeps the frozen first block fixed.
+- ``target``: per-architecture averaging; GeFL-F keeps the frozen first block fixed; GeFL with
+  ``gefl-share-first-block`` also averages the first block over all clients, as the released code
+  does by default (``--avg_FE 1``: ``LGFedAvg`` in ``GeFL_CVAE.py`` / ``GeFL_DCGAN.py``).
 
 The authors average uniformly (``model_wise_FedAvg``); Bouquet weights by ``num-examples``,
 which is the same with the paper's equal shards.
@@ -150,7 +152,8 @@ class GeFLStrategy(BouquetStrategy, FedAvg):
                 {k: v.numpy() for k, v in c["arrays"].items()}) for c in contents]
         base = {k: v.numpy() for k, v in self.global_arrays.items()}
         method = self.cfg.method
-        new = aggregate_bundle(base, got, phase, share_fe=phase == "warmup",
+        shared = phase == "warmup" or (phase == "target" and self.cfg.gefl_share_first_block)
+        new = aggregate_bundle(base, got, phase, share_fe=shared,
                                freeze_fe=method == "gefl-f" and phase == "target",
                                average=method != "hetero-local")
         return (to_record(new),
