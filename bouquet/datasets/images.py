@@ -36,12 +36,34 @@ def _to_float_images(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / np.float32(255.0)
 
 
+def _shared_float_images(images: np.ndarray, key: str) -> np.ndarray:
+    """``_to_float_images``, memory-mapped read-only from a float32 copy in the decoded cache
+    (keyed by the source's sha256): every process of a run (the server, each simulated client)
+    then shares one copy through the page cache instead of holding a private one (Fashion-MNIST's
+    training images: 188 MB a process; CIFAR-10's: 614 MB). Clients copy out only their partition."""
+    path = decoded_cache_dir() / f"{key}-f32.npy"
+    shape = (images.shape[0], 1, *images.shape[1:]) if images.ndim == 3 else tuple(images.shape)
+    try:
+        cached = np.load(path, mmap_mode="r")
+        if cached.shape == shape and cached.dtype == np.float32:
+            return cached
+    except (OSError, ValueError):
+        pass
+    x = _to_float_images(images)
+    try:
+        _save_atomic(path, x)
+        return np.load(path, mmap_mode="r")
+    except OSError:
+        return x  # an unwritable cache only costs memory
+
+
 def load_fashion_mnist(root: Path) -> ArrayDataset:
     f = dataset_files("fashion-mnist", root)
+    sha = CHECKSUMS["fashion-mnist"]["train-images-idx3-ubyte.gz"]
     return ArrayDataset(
         name="fashion-mnist",
         kind="image",
-        x_train=_to_float_images(read_idx(f["train-images-idx3-ubyte.gz"])),
+        x_train=_shared_float_images(read_idx(f["train-images-idx3-ubyte.gz"]), f"fashion-mnist-{sha[:16]}"),
         y_train=read_idx(f["train-labels-idx1-ubyte.gz"]).astype(np.int64),
         x_test=_to_float_images(read_idx(f["t10k-images-idx3-ubyte.gz"])),
         y_test=read_idx(f["t10k-labels-idx1-ubyte.gz"]).astype(np.int64),
@@ -138,6 +160,7 @@ def load_cifar10(root: Path) -> ArrayDataset:
     x_tr, y_tr = _cached_cifar_split(f["cifar10_train_jpg.tar.gz"], sums["cifar10_train_jpg.tar.gz"])
     x_te, y_te = _cached_cifar_split(f["cifar10_test_jpg.tar.gz"], sums["cifar10_test_jpg.tar.gz"])
     return ArrayDataset(
-        "cifar10", "image", _to_float_images(x_tr), y_tr.astype(np.int64),
+        "cifar10", "image", _shared_float_images(x_tr, f"cifar10-{sums['cifar10_train_jpg.tar.gz'][:16]}"),
+        y_tr.astype(np.int64),
         _to_float_images(x_te), y_te.astype(np.int64), num_classes=10,
     )

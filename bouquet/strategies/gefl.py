@@ -33,8 +33,8 @@ from bouquet.records import to_record
 from bouquet.strategies.base import BouquetStrategy, aggregate_metric_records
 
 MODEL_ARCH = M.MODEL_ARCH  # the metric each reply carries: the architecture the client trained
-PHASE = "gefl-phase"  # server metric: 0 warm-up, 1 generator, 2 target
-PHASE_ROUND = "gefl-phase-round"  # server metric: the round's index within its phase (1-based)
+PHASE = M.GEFL_PHASE  # server metric: 0 warm-up, 1 generator, 2 target
+PHASE_ROUND = M.GEFL_PHASE_ROUND  # server metric: the round's index within its phase (1-based)
 PHASE_CODES = {"warmup": 0, "generator": 1, "target": 2}
 GENERATIVE = ("gefl", "gefl-f")
 

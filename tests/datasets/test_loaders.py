@@ -127,3 +127,19 @@ def test_tinyshakespeare_windows(root: Path) -> None:
     snippet = "".join(chars[i] for i in d.x_train[0]) + chars[d.y_train[0]]
     assert snippet in (root / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     assert len(d.group_names) <= 308
+
+
+def test_training_images_are_one_shared_read_only_copy(root: Path, tmp_path, monkeypatch) -> None:
+    """Fashion-MNIST's float training images come memory-mapped from the decoded cache, equal to a
+    fresh decode; a cache file of the wrong shape (truncated, or another version) is rewritten."""
+    from bouquet.datasets import images
+
+    monkeypatch.setenv("BOUQUET_CACHE", str(tmp_path))
+    fresh = images._to_float_images(images.read_idx(root / "fashion-mnist" / "train-images-idx3-ubyte.gz"))
+    first = images.load_fashion_mnist(root).x_train
+    assert isinstance(first, np.memmap) and not first.flags.writeable
+    np.testing.assert_array_equal(first, fresh)
+    (cached,) = tmp_path.glob("fashion-mnist-*-f32.npy")
+    np.save(cached, np.zeros((3, 1, 28, 28), np.float32))  # a stale or broken cache
+    again = images.load_fashion_mnist(root).x_train
+    assert again.shape == fresh.shape and np.array_equal(again[:3], fresh[:3])
