@@ -20,6 +20,7 @@ from bouquet import metrics as M
 from bouquet.records import contiguous
 
 MAX_METRICS = 256  # a reply with more metric keys is refused (oversized)
+MAX_EXACT_INT = 2**53  # integer arrays (BN batch counters) are averaged in float64
 NPY_HEADER_MAX = 4096  # an .npy header is 128 bytes for our arrays; anything beyond the data is refused
 
 
@@ -128,6 +129,8 @@ def array_problem(key: str, got: Array, want: Array) -> str | None:
         return f"'{key}' decodes to {real.dtype} {real.shape}, not the {got.dtype} {tuple(got.shape)} its header says"
     if not np.all(np.isfinite(real)):
         return f"'{key}' contains NaN or Inf"
+    if np.issubdtype(real.dtype, np.integer) and real.size and np.abs(real).max() > MAX_EXACT_INT:
+        return f"'{key}' holds integers beyond 2**53, which the float64 mean cannot average exactly"
     return None
 
 

@@ -272,3 +272,17 @@ def test_rounds_whose_aggregate_fails_make_the_run_a_failure(tmp_path, monkeypat
 def test_fedpub_refuses_a_robust_rule_that_would_not_cover_its_personalized_models():
     with pytest.raises(ConfigError, match="aggregator='median' with method='fedpub'"):
         RunConfig.from_run_config({"method": "fedpub", "aggregator": "median"})
+
+
+def test_an_integer_buffer_too_large_to_average_exactly_is_rejected(tmp_path):
+    from flwr.app import Array
+
+    from bouquet.strategies.replies import reply_problem
+
+    strategy, _ = _strategy(tmp_path)
+    strategy.global_arrays["steps"] = Array(np.array(7, dtype=np.int64))
+    msg = _honest(10, 1.0)
+    for value, sound in ((12, True), (2**53, True), (2**62, False), (-(2**62), False)):
+        msg.content["arrays"]["steps"] = Array(np.array(value, dtype=np.int64))
+        problem = reply_problem(msg.content, strategy.global_arrays, strategy.rules(0, "train"))
+        assert (problem is None) == sound, (value, problem)
