@@ -98,6 +98,7 @@ class Deployment:
     pids: dict[str, int] = field(default_factory=dict)
     link_port: int = 0  # the SuperLink on loopback: the operator's Control API
     warm: bool = True  # ClientApp processes forked from a warm zygote (False: Flower's own SuperExec)
+    idle_poll: float = 0.2  # warm: a SuperNode's longest wait between polls (Flower's: 3 s idle, 0.5 s for a reply)
 
     @property
     def home(self) -> Path:
@@ -113,13 +114,13 @@ class Deployment:
     def save(self) -> None:
         (self.folder / "processes.json").write_text(json.dumps(
             {"port": self.port, "link_port": self.link_port, "tls": self.tls, "auth": self.auth,
-             "warm": self.warm, "pids": self.pids}, indent=1))
+             "warm": self.warm, "idle_poll": self.idle_poll, "pids": self.pids}, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> Deployment:
         meta = json.loads((folder / "processes.json").read_text())
         return cls(folder, meta["port"], meta["tls"], meta["auth"], {k: int(v) for k, v in meta["pids"].items()},
-                   meta.get("link_port", 0), meta.get("warm", True))
+                   meta.get("link_port", 0), meta.get("warm", True), meta.get("idle_poll", 3.0))
 
     def run_command(self, app: Path, partitions: Path | None = None) -> str:
         """The next step to print; with exported partitions, the run config they were exported
@@ -197,8 +198,10 @@ def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | N
     from bouquet.simulations.launch import free_port  # noqa: PLC0415
 
     runtime_port = free_port()
-    cmd = [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{dep.port}", "--port", str(runtime_port),
-           "--node-config", node_config]
+    # warm: Flower's SuperNode with its idle waits capped at idle_poll (bouquet.deploy.supernode)
+    node = [sys.executable, "-P", "-m", "bouquet.deploy.supernode", "--idle-poll", f"{dep.idle_poll:g}"] if dep.warm \
+        else [_bin("flower-supernode")]
+    cmd = [*node, "--superlink", f"127.0.0.1:{dep.port}", "--port", str(runtime_port), "--node-config", node_config]
     cmd += ["--insecure"] if ca is None else ["--root-certificates", str(ca.resolve())]
     if key is not None:
         cmd += ["--auth-supernode-private-key", str(key.resolve())]
@@ -222,7 +225,7 @@ def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | N
 
 
 def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int | None = None,
-           partitions: Path | None = None, warm: bool = True) -> Deployment:
+           partitions: Path | None = None, warm: bool = True, idle_poll: float = 0.2) -> Deployment:
     """Certificates, keys, connection, SuperLink, registrations, SuperNodes — in that order.
     Without ``port``, a free one (never a fixed port another deployment may hold)."""
     from bouquet.simulations.launch import free_port  # noqa: PLC0415
@@ -234,7 +237,7 @@ def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int | N
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "processes.json").exists():
         stop(folder)
-    dep = Deployment(folder, port, tls, auth, link_port=free_port(), warm=warm)
+    dep = Deployment(folder, port, tls, auth, link_port=free_port(), warm=warm, idle_poll=idle_poll)
     certs = make_certificates(folder / "certificates") if tls else None
     ca = certs["ca.crt"] if certs else None
     write_connection(dep.home, dep.link_port, ca)  # the operator's CLI talks to the SuperLink itself
@@ -320,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--superexec", choices=("warm", "flower"), default="warm",
                         help="who starts the ClientApp processes: Bouquet's warm zygote (default) or Flower's "
                              "SuperExec (a fresh process with all imports per message)")
+    parser.add_argument("--idle-poll", type=float, default=0.2,
+                        help="with --superexec warm: a SuperNode's longest wait between asking the SuperLink for work "
+                             "(Flower's SuperNode waits 3 s when idle; 3 restores that)")
     parser.add_argument("--detach", action="store_true", help="return once started (stop with --stop)")
     parser.add_argument("--stop", action="store_true", help="stop a deployment started with --detach")
     ns = parser.parse_args(argv)
@@ -329,9 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.nodes < 1:
         parser.error("--nodes must be >= 1")
+    if not 0 < ns.idle_poll <= 60:
+        parser.error("--idle-poll must be in (0, 60] seconds")
     try:
         dep = deploy(ns.dir, ns.nodes, tls=ns.tls, auth=ns.auth, port=ns.port, partitions=ns.partitions,
-                     warm=ns.superexec == "warm")
+                     warm=ns.superexec == "warm", idle_poll=ns.idle_poll)
     except (ValueError, TimeoutError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or ""
         print(f"[deploy-local] failed: {exc} {detail}".strip(), file=sys.stderr)

@@ -5,7 +5,9 @@
 Each run: a fresh deployment on 127.0.0.1 (3 SuperNodes, no TLS), FedAvg on digits for
 ``--rounds`` rounds (train and evaluate phases), then stopped. Modes: ``flower-1s`` (Flower's
 SuperExec at its default 1 s task poll: deploy-local before the warm SuperExec), ``flower``
-(Flower's SuperExec, 0.1 s poll), ``warm`` (``bouquet.deploy.superexec``). The figure is the
+(Flower's SuperExec, 0.1 s poll), ``warm-3s`` (``bouquet.deploy.superexec`` beside a SuperNode
+that keeps Flower's 3 s idle wait), ``warm`` (the same with the idle wait capped at 0.2 s,
+``bouquet.deploy.supernode``: deploy-local's default). The figure is the
 median of rounds 2+ from the run's ``summary.json``; modes are interleaved so a drift of the
 machine hits all of them. Run it with nothing else on the machine.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from bouquet.deploy.local import deploy, flwr_run, stop
 
-MODES = ("flower-1s", "flower", "warm")
+MODES = ("flower-1s", "flower", "warm-3s", "warm")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -35,7 +37,8 @@ def one_run(mode: str, rounds: int, data_dir: str) -> dict:
            "num-server-rounds": rounds, "output-dir": str(tmp / "out")}
     t0 = time.perf_counter()
     try:
-        dep = deploy(tmp / "deploy", 3, tls=False, auth=False, warm=mode == "warm")
+        dep = deploy(tmp / "deploy", 3, tls=False, auth=False, warm=mode.startswith("warm"),
+                     idle_poll=3.0 if mode == "warm-3s" else 0.2)
         result = flwr_run(dep, REPO, cfg, timeout=60.0 * rounds + 300)
     finally:
         stop(tmp / "deploy")
@@ -67,7 +70,7 @@ def table(runs: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bouquet.simulations.deploy_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--order", default="flower-1s,flower,warm,warm,flower-1s,flower",
+    parser.add_argument("--order", default="flower-1s,warm-3s,warm,warm,warm-3s,flower-1s",
                         help="the runs, in order (modes: " + ", ".join(MODES) + ")")
     parser.add_argument("--out", type=Path, default=Path("results/deploy-bench"))
     ns = parser.parse_args(argv)

@@ -101,3 +101,24 @@ def test_a_zygote_that_does_not_answer_is_killed_and_the_task_launches_cold(tmp_
         assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # no token ran twice
     finally:
         executor.close()
+
+
+def test_the_supernode_loop_waits_at_most_the_idle_poll(monkeypatch):
+    """``bouquet.deploy.supernode`` swaps the ``time`` that flwr's SuperNode loop sleeps with:
+    the hook must still exist in the pinned flwr, and every wait is capped, nothing else changed."""
+    import importlib
+    import time
+
+    from bouquet.deploy import supernode
+
+    loop = importlib.import_module(supernode.NODE_LOOP)
+    assert loop.time is time and callable(loop.start_client_internal)  # what main() replaces
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    clock = supernode.capped_clock(0.2)
+    clock.sleep(3)
+    clock.sleep(0.5)
+    clock.sleep(0.05)
+    assert slept == [0.2, 0.2, 0.05] and clock.monotonic is time.monotonic
+    with pytest.raises(SystemExit, match="idle-poll"):
+        supernode.main(["--idle-poll", "0", "--insecure"])
