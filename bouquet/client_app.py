@@ -63,7 +63,15 @@ def _to_numpy(record: ArrayRecord | None) -> Arrays:
 
 
 def _identity(context: Context) -> tuple[int, int]:
-    return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    """Node-config ``partition-id`` and ``num-partitions``, integers as given: ``0.5`` or
+    ``true`` is a typo to report, not a partition to round to (it would take another's)."""
+    out = []
+    for key in ("partition-id", "num-partitions"):
+        value = context.node_config[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"node-config {key}={value!r} must be an integer")
+        out.append(value)
+    return out[0], out[1]
 
 
 def _node_arch(context: Context) -> int:

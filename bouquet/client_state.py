@@ -31,7 +31,14 @@ _SEP = "|"  # record name | array name (array names may contain dots and slashes
 _SESSION = f"{_SEP}session"  # no record is named "": the run that wrote the snapshot
 
 
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")  # one plain folder name: no "..", no "/", not absolute
+
+
 def folder(state_dir: str, output_root: Path, state_key: str, cid: int) -> Path:
+    """The node's snapshot folder for experiment ``state_key`` (sent by the server, so checked to
+    be one plain name: it must not lead the node to write or delete outside its ``state-dir``)."""
+    if not _KEY.fullmatch(state_key) or ".." in state_key:
+        raise ValueError(f"state-key {state_key[:80]!r} is not a plain folder name")
     base = Path(state_dir).expanduser() / state_key if state_dir else output_root / state_key / "client-state"
     return base / f"client-{cid}"
 

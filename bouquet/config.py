@@ -52,6 +52,10 @@ class RunConfig:
     # Logical clients (simulation): 0 = one SuperNode per client; N = clients 0..N-1 served in batches by
     # however many SuperNodes run (bouquet.multiplex), their state in a store keyed by client id
     num_clients: int = field(default=0, metadata=_range(0, 100_000_000))
+    # How many SuperNodes (partitions) the operator expects: a node claiming another num-partitions is
+    # left out. 0 = whatever a strict majority of the answering nodes claims (bouquet run / reproduce /
+    # deploy-local set it themselves; set it in a real deployment)
+    federation_size: int = field(default=0, metadata=_range(0, 100_000))
     num_server_rounds: int = field(default=20, metadata=_range(1))
     fraction_train: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
     fraction_evaluate: float = field(default=1.0, metadata=_range(0.0, 1.0))

@@ -75,12 +75,15 @@ class ClientDirectory:
         return self.partition_of.get(node_id, -1)
 
 
-def discover_clients(grid: Grid, *, wait_s: float = 600.0, timeout_s: float = 600.0) -> ClientDirectory:
+def discover_clients(grid: Grid, *, expected: int = 0, wait_s: float = 600.0, timeout_s: float = 600.0
+                     ) -> ClientDirectory:
     """Ask every node for its partition id; wait until all ``num-partitions`` are connected.
 
     A node is a participant, not trusted: one whose answer fails or is malformed is left out,
-    the federation size is what most nodes say, and a partition id claimed by two nodes is
-    given to neither (logged with both node ids); the others go on."""
+    the federation size is ``expected`` (the operator's ``federation-size``) or else what a strict
+    majority of the answering nodes says (a tie is no answer: a node claiming a smaller federation
+    that answers first must not make the others' partitions disappear), and a partition id claimed
+    by two nodes is given to neither (logged with both node ids); the others go on."""
     claims: dict[int, tuple[int, int] | None] = {}  # node -> (partition id, num-partitions); None: no usable answer
     deadline = time.monotonic() + wait_s
     while True:
@@ -93,16 +96,21 @@ def discover_clients(grid: Grid, *, wait_s: float = 600.0, timeout_s: float = 60
             ]
             for reply in grid.send_and_receive(msgs, timeout=timeout_s):
                 claims[reply.metadata.src_node_id] = _claim(reply)
-        directory = _directory(claims)
+        directory = _directory(claims, expected)
         if directory is not None and set(range(directory.num_partitions)) <= _claimed(claims):
             break
         if time.monotonic() > deadline:
             break
         log(INFO, "waiting for nodes: %d connected", len(claims))
         time.sleep(1.0)
-    directory = _directory(claims, report=True)
+    directory = _directory(claims, expected, report=True)
+    sizes = sorted(Counter(c[1] for c in claims.values() if c is not None).items())
+    if directory is None and sizes:
+        raise RuntimeError(f"the SuperNodes disagree on num-partitions (size: nodes claiming it {sizes}; "
+                           f"{len(claims)} answered) and no strict majority decides; set federation-size in the run config")
     if directory is None or not directory.partition_of:
-        raise RuntimeError(f"no SuperNode gave a usable partition id ({len(claims)} answered)")
+        raise RuntimeError(f"no SuperNode gave a usable partition id ({len(claims)} answered"
+                           + (f", federation-size={expected})" if expected else ")"))
     log(INFO, "federation: %d clients (partition ids %s)", len(directory.partition_of),
         sorted(directory.partition_of.values()))
     return directory
@@ -128,12 +136,17 @@ def _claimed(claims: dict[int, tuple[int, int] | None]) -> set[int]:
     return {c[0] for c in claims.values() if c is not None}
 
 
-def _directory(claims: dict[int, tuple[int, int] | None], report: bool = False) -> ClientDirectory | None:
-    """The federation by majority size, each partition id held by exactly one node."""
+def _directory(claims: dict[int, tuple[int, int] | None], expected: int = 0, report: bool = False
+               ) -> ClientDirectory | None:
+    """The federation of ``expected`` partitions (else the size a strict majority claims; None
+    while there is none), each partition id held by exactly one node."""
     sizes = Counter(c[1] for c in claims.values() if c is not None)
-    if not sizes:
+    if expected:
+        size = expected
+    elif not sizes or 2 * sizes.most_common(1)[0][1] <= sizes.total():
         return None
-    size = sizes.most_common(1)[0][0]
+    else:
+        size = sizes.most_common(1)[0][0]
     holders: dict[int, list[int]] = {}
     for node, claim in sorted(claims.items()):
         if claim is not None and claim[1] == size:

@@ -199,7 +199,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
     seed_everything(cfg.seed)
     log(INFO, "[bouquet] config valid (%s on %s); asking every SuperNode for its partition id", cfg.method, cfg.dataset)
     ready = prefetch(cfg)
-    clients: ClientDirectory | LogicalDirectory = discover_clients(grid)
+    clients: ClientDirectory | LogicalDirectory = discover_clients(grid, expected=cfg.federation_size)
     ready.join()
     if cfg.num_clients:  # logical clients served by the SuperNodes in batches (bouquet.multiplex)
         clients = LogicalDirectory(cfg.num_clients, clients)

@@ -106,3 +106,28 @@ def test_prompt_grid_timeout_returns_what_arrived_and_delegates_the_rest(monkeyp
     assert grid.get_node_ids() == [4, 5]
     with pytest.raises(ValueError, match="first_s"):
         federation.PromptGrid(inner, first_s=0.2, most_s=0.1)
+
+
+def test_a_node_claiming_a_smaller_federation_cannot_take_it_over(caplog):
+    """A lone node saying num-partitions=1 would otherwise be "the whole federation": with the
+    operator's federation-size it is left out; without it a tie decides nothing."""
+    attacker = {"partition-id": 0, "num-partitions": 1}
+    honest = {1: {"partition-id": 0, "num-partitions": 2}, 2: {"partition-id": 1, "num-partitions": 2}}
+    d = discover_clients(_Grid({0: attacker, **honest}), expected=2, wait_s=0)
+    assert d.partition_of == {1: 0, 2: 1} and d.num_partitions == 2
+    assert "node 0 claims num-partitions=1, the others 2" in caplog.text
+    with pytest.raises(RuntimeError, match="no SuperNode gave a usable partition id"):
+        discover_clients(_Grid({0: attacker}), expected=2, wait_s=0)  # connected alone, before the others
+    with pytest.raises(RuntimeError, match="disagree on num-partitions.*set federation-size"):
+        discover_clients(_Grid({0: attacker, 1: honest[1]}), wait_s=0)  # 1 against 1: no majority
+
+
+def test_deploy_local_tells_the_server_how_many_nodes_it_started(tmp_path):
+    from bouquet.config import RunConfig
+    from bouquet.deploy.local import Deployment
+
+    dep = Deployment(tmp_path, 1, False, False, pids={"supernode-0": 11, "supernode-0-superexec": 12, "supernode-1": 13,
+                                                     "supernode-1-superexec": 14, "superlink": 10})
+    assert dep.num_nodes == 2 and "federation-size=2" in dep.run_command(tmp_path)
+    with pytest.raises(Exception, match="federation-size"):
+        RunConfig.from_run_config({"federation-size": -1})

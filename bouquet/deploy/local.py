@@ -101,6 +101,10 @@ class Deployment:
     idle_poll: float = 0.2  # warm: a SuperNode's longest wait between polls (Flower's: 3 s idle, 0.5 s for a reply)
 
     @property
+    def num_nodes(self) -> int:
+        return sum(1 for name in self.pids if name.startswith("supernode-") and not name.endswith("-superexec"))
+
+    @property
     def home(self) -> Path:
         return self.folder / "flwr-home"
 
@@ -125,7 +129,7 @@ class Deployment:
     def run_command(self, app: Path, partitions: Path | None = None) -> str:
         """The next step to print; with exported partitions, the run config they were exported
         with (the ClientApps refuse any other)."""
-        config: dict[str, object] = {"method": "fedavg", "num-server-rounds": 3}
+        config: dict[str, object] = {"method": "fedavg", "num-server-rounds": 3, "federation-size": self.num_nodes}
         if partitions is not None:
             config |= exported_run_config(partitions / "partition_0")
         text = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in config.items())
@@ -296,6 +300,7 @@ def flwr_run(dep: Deployment, app: Path, run_config: dict | None = None, timeout
     from bouquet.simulations.launch import LaunchResult, run_status, started_run_id, write_run_config  # noqa: PLC0415
 
     cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream"]
+    run_config = {"federation-size": dep.num_nodes, **(run_config or {})}
     if run_config:
         cmd += ["--run-config", str(write_run_config(dep.folder / "run-config.toml", run_config))]
     cwd = dep.folder / "cwd"  # neutral: never the repository

@@ -328,6 +328,7 @@ def launch(
         raise ValueError(f"ray_address={ray_address!r} but the given SuperLink runs on {superlink.ray_address!r}")
     cmd = [_bin("flwr"), "run", str(superlink.app(app_dir)), CONNECTION, "--stream", "--federation-config",
            federation_config(num_supernodes, cpus_per_client, gpus_per_client, verbose)]
+    run_config = {"federation-size": num_supernodes, **(run_config or {})}  # the nodes' claims are checked against it
     if run_config:
         cmd += ["--run-config", str(superlink.run_config_file(run_config))]
     say(f"[bouquet] submitting the run ({num_supernodes} simulated clients); Ray starts the client "

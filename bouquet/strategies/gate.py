@@ -159,19 +159,20 @@ class ReplyGate:
             content["arrays"] = to_record(clipped)
 
     def run_problem(self) -> str | None:
-        """Why the finished run did not do its job, or None: no round updated the model, more
-        rounds failed to aggregate than trained, or most train replies were rejected (the
-        partitions with the largest updates named)."""
+        """Why the finished run did not do its job, or None: no round updated the model, most
+        rounds left it as it was (too few sound replies, a failed or non-finite aggregate), or
+        most train replies were rejected (the partitions with the largest updates named)."""
         t = self.tally
         if t["rounds"] and not t["rounds_trained"]:
             return (f"no round had min-replies={self.cfg.min_replies} sound update(s); the model never trained "
                     f"({t['train_rejected']} replies rejected, see summary.json rejected_updates)")
-        if t["rounds_failed"] > t["rounds_trained"]:
-            return (f"the aggregate failed or was not finite in {t['rounds_failed']} of {t['rounds']} rounds, more than "
-                    f"the {t['rounds_trained']} that trained (see the log)")
         if t["train_rejected"] > t["train_sound"]:
             largest = sorted(self.last_norms.items(), key=lambda kv: -kv[1])[:3]
             named = ", ".join(f"partition {p} ({n:.3g})" for p, n in largest)
             return (f"{t['train_rejected']} of {t['train_rejected'] + t['train_sound']} train replies were rejected "
                     f"(see summary.json rejected_updates); largest update norms: {named or 'none'}")
+        if t["rounds"] - t["rounds_trained"] > t["rounds_trained"]:
+            return (f"the global model changed in only {t['rounds_trained']} of {t['rounds']} rounds (too few sound "
+                    f"replies for min-replies={self.cfg.min_replies}, or an aggregate that failed or was not finite "
+                    f"in {t['rounds_failed']}; see the log)")
         return None

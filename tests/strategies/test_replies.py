@@ -266,7 +266,12 @@ def test_rounds_whose_aggregate_fails_make_the_run_a_failure(tmp_path, monkeypat
     assert strategy.gate.run_problem() is None  # one failed round of two: the run still trained
     monkeypatch.setattr(strategy, "aggregate_train", lambda *_: 1 / 0)
     train_round(strategy, 3, [_honest(10, 1.0)])
-    assert "failed or was not finite in 2 of 3 rounds" in strategy.gate.run_problem()
+    assert "changed in only 1 of 3 rounds" in strategy.gate.run_problem()
+    strategy, _ = _strategy(tmp_path / "b", **{"min-replies": 2})
+    train_round(strategy, 1, [_honest(10, 1.0), _honest(11, 1.0)])
+    for rnd in (2, 3):  # a node errs from round 2 on: too few replies, the model stays
+        train_round(strategy, rnd, [_honest(10, 1.0)])
+    assert "changed in only 1 of 3 rounds (too few sound replies for min-replies=2" in strategy.gate.run_problem()
 
 
 def test_fedpub_refuses_a_robust_rule_that_would_not_cover_its_personalized_models():
