@@ -199,6 +199,9 @@ class RunConfig:
         if self.keep_optimizer_state and self.dp_mode != "none":
             raise ConfigError(f"keep-optimizer-state=true with dp={self.dp_mode!r}: state carried across rounds "
                               "is not in the privacy analysis; leave it false")
+        if self.model != "auto" and not METHODS[self.method].takes_model_key:
+            raise ConfigError(f"model={self.model!r} with method={self.method!r}: this method builds its own network; "
+                              "leave model='auto'")
         if self.method == "fedpub" and self.aggregator != "mean":
             raise ConfigError(f"aggregator={self.aggregator!r} with method='fedpub': every client trains from its "
                               "personalized model, a similarity-weighted mean of all replies, which a robust rule "

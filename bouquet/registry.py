@@ -47,6 +47,11 @@ class Method:
         return not self.dp_ok_reason
 
     @property
+    def takes_model_key(self) -> bool:
+        """Whether run-config ``model`` chooses its network (methods with their own nets ignore it)."""
+        return self.model is _default_model
+
+    @property
     def strategy(self) -> type[BouquetStrategy]:
         return _load(self.strategy_path)
 

@@ -62,3 +62,17 @@ def test_graph_only_methods_reject_other_datasets():
     with pytest.raises(ConfigError, match=r"dataset='digits' does not suit method='fedlog'; choose one of: cora"):
         RunConfig.from_run_config({"method": "fedlog", "dataset": "digits", "partitioner": "iid"})
     assert RunConfig.from_run_config({"method": "fedavg", "dataset": "digits"}).dataset == "digits"
+
+
+def test_model_is_refused_by_methods_that_build_their_own_network():
+    RunConfig.from_run_config({"method": "fedavg", "dataset": "fashion-mnist", "model": "fedavg-cnn"})
+    with pytest.raises(ConfigError, match="model='gcn' with method='fedlog': this method builds its own network"):
+        RunConfig.from_run_config({"method": "fedlog", "model": "gcn"})
+
+
+def test_deploy_local_refuses_a_folder_whose_path_would_break_the_node_config(tmp_path):
+    from bouquet.deploy.local import deploy
+
+    with pytest.raises(ValueError, match="quote"):
+        deploy(tmp_path / "it's", 1, tls=False, auth=False)
+    assert not (tmp_path / "it's").exists()  # refused before anything was created

@@ -54,12 +54,24 @@ def _graph(name: str, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor
 
 
 def load_planetoid(name: str, root: Path) -> GraphDataset:
-    """Read the raw `ind.<name>.*` pickles in place (PyG's reader writes nothing)."""
+    """Read the raw `ind.<name>.*` files with PyG's reader. They are pickles, so PyG reads a
+    private copy of exactly the bytes whose sha256 was checked: a file swapped in the data folder
+    between the check and the read could otherwise run code in every process that loads it."""
+    import hashlib
+    import tempfile
+
     from torch_geometric.io import read_planetoid_data
 
+    from bouquet.datasets.files import CHECKSUMS, DataFileError
+
     files = dataset_files(name, root)
-    folder = next(iter(files.values())).parent
-    data = read_planetoid_data(str(folder), name)
+    with tempfile.TemporaryDirectory(prefix="bouquet-planetoid-") as private:  # 0700, this process's own
+        for file, path in files.items():
+            raw = path.read_bytes()
+            if hashlib.sha256(raw).hexdigest() != CHECKSUMS[name][file]:
+                raise DataFileError(f"data file {path} changed while it was read (expected sha256 {CHECKSUMS[name][file]})")
+            (Path(private) / file).write_bytes(raw)
+        data = read_planetoid_data(private, name)
     return _graph(name, data.x, data.edge_index, data.y)
 
 

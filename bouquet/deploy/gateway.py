@@ -20,10 +20,29 @@ import argparse
 import ssl
 
 FLEET_PREFIX, HEALTH = "/v1/fleet/", "/health"
-MAX_BODY = 1 << 30  # 1 GiB: more than any model Bouquet sends; a larger request is refused
+MAX_BODY = 1 << 30  # 1 GiB: more than any model Bouquet sends; a larger request is refused as it arrives
 # hop-by-hop headers are not forwarded; content-length is set again by the HTTP library
 DROPPED = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                      "proxy-authorization", "proxy-authenticate", "content-length"})
+# what a client says about itself for a proxy: the SuperLink trusts these from 127.0.0.1 (us), so never forwarded
+FORWARDED = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"})
+
+
+async def read_body(receive, limit: int) -> bytes | None:
+    """The request body, or None once it passes ``limit`` bytes (counted as they arrive: a chunked
+    body declares no length)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def allowed(method: str, path: str) -> bool:
@@ -51,11 +70,12 @@ def make_app(upstream: str, verify: ssl.SSLContext | bool):
         request = Request(scope, receive)
         if not allowed(request.method, request.url.path) or request.url.query:
             response = Response(b"this address serves only the Flower Fleet API\n", status_code=403)
-        elif int(request.headers.get("content-length", 0)) > MAX_BODY:
+        elif not request.headers.get("content-length", "0").isdigit() or \
+                int(request.headers.get("content-length", "0")) > MAX_BODY or \
+                (body := await read_body(receive, MAX_BODY)) is None:
             response = Response(b"request too large\n", status_code=413)
         else:
-            body = await request.body()
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED}
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED | FORWARDED}
             try:
                 up = await client.request(request.method, request.url.path, content=body, headers=headers)
             except httpx.HTTPError as exc:

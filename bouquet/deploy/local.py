@@ -235,6 +235,9 @@ def deploy(folder: Path, num_nodes: int, *, tls: bool, auth: bool, port: int | N
     from bouquet.simulations.launch import free_port  # noqa: PLC0415
 
     port = free_port() if port is None else port
+    for given in (folder, partitions):  # they travel inside Flower's quoted node-config strings
+        if given is not None and set(str(given.resolve())) & {"'", '"'}:
+            raise ValueError(f"{given}: a path with a quote cannot be passed in a SuperNode's node config; use another")
     if auth and not tls:
         raise ValueError("--auth needs --tls: Flower only manages SuperNode keys over TLS")
     folder = folder.resolve()

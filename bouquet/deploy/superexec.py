@@ -5,8 +5,8 @@ and each one pays python, torch and flwr imports plus torch's optimizer machiner
 every message, every node). Here the same Flower loop (``run_superexec``: acquire a task, launch
 it) hands ClientApp tasks to a *zygote* instead: one process that imported those libraries once and
 forks a child per task, which runs Flower's own ``run_clientapp`` with the task's token (sent over a
-pipe, never on a command line). Anything else, or a zygote that does not answer, falls back to
-Flower's subprocess launch.
+pipe, not on a command line). Anything else, or a zygote that does not answer, falls back to
+Flower's subprocess launch (whose command line carries the token, as Flower's SuperExec's always does).
 
 The zygote is started from a code string (``python -c``) and never imports ``bouquet``: a child
 must load the ClientApp from the run's FAB, and a ``bouquet`` package already in ``sys.modules``

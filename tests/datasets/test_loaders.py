@@ -143,3 +143,16 @@ def test_training_images_are_one_shared_read_only_copy(root: Path, tmp_path, mon
     np.save(cached, np.zeros((3, 1, 28, 28), np.float32))  # a stale or broken cache
     again = images.load_fashion_mnist(root).x_train
     assert again.shape == fresh.shape and np.array_equal(again[:3], fresh[:3])
+
+
+def test_planetoid_pickles_are_read_from_the_bytes_that_were_checked(root: Path, monkeypatch) -> None:
+    """A file swapped after its checksum passed must not reach the unpickler."""
+    import pathlib
+
+    from bouquet.datasets import graph
+    from bouquet.datasets.files import DataFileError
+
+    real = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes", lambda self: b"swapped" if self.name == "ind.cora.graph" else real(self))
+    with pytest.raises(DataFileError, match="ind.cora.graph changed while it was read"):
+        graph.load_planetoid("cora", root)
