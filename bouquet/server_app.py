@@ -3,6 +3,7 @@ and write the results."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from logging import ERROR, INFO, WARNING
@@ -158,7 +159,23 @@ def _checkpoint_to_resume(cfg: RunConfig) -> checkpoint.Checkpoint | None:
     differing = checkpoint.config_differences(ckpt.run_config, cfg.to_run_config())
     if differing:
         raise ConfigError(f"resume-from={cfg.resume_from!r}: the run config differs from the checkpointed run in {differing}")
+    if cfg.num_server_rounds <= ckpt.round:
+        raise ConfigError(f"resume-from={cfg.resume_from!r} is after round {ckpt.round}: num-server-rounds="
+                          f"{cfg.num_server_rounds} leaves nothing to run")
     return ckpt
+
+
+def _check_resumed(cfg: RunConfig, ckpt: checkpoint.Checkpoint, num_partitions: int, model) -> None:
+    """What the run config cannot say: the checkpointed run's federation size and model."""
+    saved = json.loads((Path(cfg.resume_from) / "config.json").read_text()).get("clients")
+    if saved is not None and int(saved) != num_partitions:
+        raise ConfigError(f"resume-from={cfg.resume_from!r} ran with {saved} clients, this federation has "
+                          f"{num_partitions}: the partitions would differ")
+    want = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
+    got = {k: (tuple(v.shape), str(v.dtype)) for k, v in ckpt.arrays.items()}
+    if want != got:
+        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))[:5]
+        raise ConfigError(f"resume-from={cfg.resume_from!r}: the checkpointed arrays do not fit this model ({bad})")
 
 
 @app.main()
@@ -226,6 +243,7 @@ def run(grid: Grid, cfg: RunConfig, run_id: int) -> dict:
         recorder = RunRecorder(output_root(cfg) / run_name(cfg, clients.num_partitions, run_id), meta)
         initial = ArrayRecord(model.state_dict())
     else:
+        _check_resumed(cfg, ckpt, clients.num_partitions, model)
         recorder = RunRecorder(Path(cfg.resume_from), meta, resume_after=ckpt.round)
         recorder.rejections = list(ckpt.rejections)
         initial = to_record(ckpt.arrays)

@@ -120,14 +120,3 @@ def test_a_node_claiming_a_smaller_federation_cannot_take_it_over(caplog):
         discover_clients(_Grid({0: attacker}), expected=2, wait_s=0)  # connected alone, before the others
     with pytest.raises(RuntimeError, match="disagree on num-partitions.*set federation-size"):
         discover_clients(_Grid({0: attacker, 1: honest[1]}), wait_s=0)  # 1 against 1: no majority
-
-
-def test_deploy_local_tells_the_server_how_many_nodes_it_started(tmp_path):
-    from bouquet.config import RunConfig
-    from bouquet.deploy.local import Deployment
-
-    dep = Deployment(tmp_path, 1, False, False, pids={"supernode-0": 11, "supernode-0-superexec": 12, "supernode-1": 13,
-                                                     "supernode-1-superexec": 14, "superlink": 10})
-    assert dep.num_nodes == 2 and "federation-size=2" in dep.run_command(tmp_path)
-    with pytest.raises(Exception, match="federation-size"):
-        RunConfig.from_run_config({"federation-size": -1})

@@ -57,3 +57,24 @@ def test_resume_rejects_a_different_config(tmp_path):
     with pytest.raises(Exception):
         simulate(tmp_path / "again", 3, **{**CFG, "resume-from": run["run_dir"], "seed": 4})
     assert checkpoint.config_differences({"seed": 3, "resume-from": ""}, {"seed": 4, "resume-from": "x"}) == ["seed"]
+    with pytest.raises(Exception, match="leaves nothing to run"):  # checkpointed after round 1 of 1
+        simulate(tmp_path / "again", 3, **{**CFG, "num-server-rounds": 1, "resume-from": run["run_dir"]})
+    with pytest.raises(Exception, match="ran with 3 clients, this federation has 4"):
+        simulate(tmp_path / "again", 4, **{**CFG, "resume-from": run["run_dir"]})
+
+
+def test_resume_rejects_arrays_that_do_not_fit_the_model(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from bouquet.config import ConfigError, RunConfig
+    from bouquet.server_app import _check_resumed
+
+    (tmp_path / "config.json").write_text('{"clients": 3}')
+    cfg = RunConfig.from_run_config({**CFG, "resume-from": str(tmp_path)})
+    model = torch.nn.Linear(2, 2)
+    good = {k: v.numpy() for k, v in model.state_dict().items()}
+    _check_resumed(cfg, SimpleNamespace(arrays=good), 3, model)
+    with pytest.raises(ConfigError, match=r"do not fit this model \(\['weight'\]\)"):
+        _check_resumed(cfg, SimpleNamespace(arrays={**good, "weight": np.zeros((3, 2), np.float32)}), 3, model)

@@ -267,6 +267,8 @@ def stop(folder: Path, grace_s: float = 10.0) -> list[str]:
     stopped = []
     # SuperNodes (and their SuperExecs), gateway, SuperLink
     order = sorted(dep.pids, key=lambda n: (n == "superlink", n == "gateway"))
+    stale = [name for name in order if not _ours(dep, dep.pids[name])]  # gone, or its pid now someone else's
+    order = [name for name in order if name not in stale]
     for name in order:
         try:
             os.killpg(dep.pids[name], signal.SIGINT)  # the process and its SuperExec children
@@ -284,6 +286,16 @@ def stop(folder: Path, grace_s: float = 10.0) -> list[str]:
                 pass
     (dep.folder / "processes.json").unlink(missing_ok=True)
     return stopped
+
+
+def _ours(dep: Deployment, pid: int) -> bool:
+    """Whether ``pid`` is still a process this deployment started: each was started as the
+    leader of its own session with the deployment folder as its working directory, which a
+    later process that reused the number would not be."""
+    try:
+        return os.getsid(pid) == pid and Path(os.readlink(f"/proc/{pid}/cwd")) == dep.folder.resolve()
+    except OSError:  # gone, not ours to inspect, or no /proc
+        return False
 
 
 def _alive(pid: int) -> bool:

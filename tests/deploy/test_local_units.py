@@ -1,0 +1,36 @@
+"""deploy-local's bookkeeping, without starting a deployment."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_deploy_local_tells_the_server_how_many_nodes_it_started(tmp_path):
+    from bouquet.config import RunConfig
+    from bouquet.deploy.local import Deployment
+
+    dep = Deployment(tmp_path, 1, False, False, pids={"supernode-0": 11, "supernode-0-superexec": 12, "supernode-1": 13,
+                                                     "supernode-1-superexec": 14, "superlink": 10})
+    assert dep.num_nodes == 2 and "federation-size=2" in dep.run_command(tmp_path)
+    with pytest.raises(Exception, match="federation-size"):
+        RunConfig.from_run_config({"federation-size": -1})
+
+
+def test_stopping_a_deployment_signals_only_processes_it_started(tmp_path):
+    """processes.json left behind: a recorded pid that another process now holds is not signalled."""
+    import subprocess
+    import sys
+
+    from bouquet.deploy.local import Deployment, stop
+
+    folder = (tmp_path / "dep").resolve()
+    folder.mkdir()
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=folder, start_new_session=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path, start_new_session=True)
+    try:
+        Deployment(folder, 1, False, False, pids={"supernode-0": ours.pid, "gateway": other.pid}).save()
+        assert stop(folder, grace_s=5) == ["supernode-0"]
+        assert ours.wait(timeout=10) is not None and other.poll() is None
+    finally:
+        other.kill()
+        ours.kill()
