@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     lst = sub.add_parser("list", help="the valid choices: methods, datasets, partitioners, presets, run-config keys")
     lst.add_argument("what", nargs="?", default="all", choices=("all", "methods", "datasets", "partitioners",
                                                                   "presets", "keys"))
-    sub.add_parser("deploy-local", help="SuperLink + N SuperNodes on 127.0.0.1 (TLS, node auth); see its --help")
+    sub.add_parser("deploy-local", help="SuperLink + N SuperNodes on 127.0.0.1 (TLS and node auth opt-in: --tls --auth); see its --help")
     from bouquet.privacy import planner  # noqa: PLC0415 (light: dp-accounting is imported on use)
 
     planner.add_arguments(sub.add_parser("privacy", help="user-level DP: epsilon for a noise multiplier, or the "

@@ -332,7 +332,7 @@ def flwr_run(dep: Deployment, app: Path, run_config: dict | None = None, timeout
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bouquet deploy-local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=3, help="number of SuperNodes (institutions)")
+    parser.add_argument("--nodes", type=int, default=3, help="number of SuperNodes (institutions; default 3)")
     parser.add_argument("--tls", action="store_true", help="TLS with a generated CA")
     parser.add_argument("--auth", action="store_true", help="SuperNode authentication (needs --tls)")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="certificates, keys, Flower config, logs")
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop", action="store_true", help="stop a deployment started with --detach")
     ns = parser.parse_args(argv)
     if ns.stop:
+        if not ns.dir.is_dir():
+            parser.error(f"--dir {ns.dir}: no such folder, so no deployment to stop there")
         stopped = stop(ns.dir)
         print(f"[deploy-local] stopped: {', '.join(stopped) or 'nothing was running'}")
         return 0

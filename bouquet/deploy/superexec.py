@@ -155,7 +155,7 @@ class WarmExecutor(SubprocessExecutor):
             self.zygote.stdin.close()  # EOF: the zygote's loop ends; running children finish their task
             try:
                 self.zygote.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C / stop signal: do not linger
                 self.zygote.kill()
         self._acks.close()
 

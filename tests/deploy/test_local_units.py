@@ -34,3 +34,12 @@ def test_stopping_a_deployment_signals_only_processes_it_started(tmp_path):
     finally:
         other.kill()
         ours.kill()
+
+
+def test_stop_with_a_folder_that_does_not_exist_is_an_error(tmp_path, capsys):
+    from bouquet.deploy.local import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--stop", "--dir", str(tmp_path / "typo")])
+    assert exc.value.code == 2 and "no such folder" in capsys.readouterr().err
+    assert main(["--stop", "--dir", str(tmp_path)]) == 0  # an existing folder with nothing running: harmless
