@@ -61,6 +61,7 @@ EPSILON = "dp-epsilon-spent"  # the privacy accountant's ε after each round (se
 GEFL_PHASE, GEFL_PHASE_ROUND = "gefl-phase", "gefl-phase-round"  # which GeFL phase a round was (server)
 
 NOT_AVERAGED = frozenset({NUM_EXAMPLES, PARTITION_ID, MODEL_ARCH})
+UNWEIGHTED = frozenset({BWT, BWT_WITH_TRAINED})  # averaged over clients, not over their samples
 # What only the server computes; a client reply carrying one of these names is refused, so no
 # participant can write (or overwrite) the server's ε, its test-set scores or its update norms.
 SERVER_KEYS = frozenset({UPDATE_NORM, EPSILON, GLOBAL_LOSS, GLOBAL_PERPLEXITY, GEFL_PHASE, GEFL_PHASE_ROUND})
@@ -88,7 +89,6 @@ def key_problem(key: str) -> str | None:
         shown = repr(key)[:60]
         return f"metric name {shown} is not 1-{MAX_KEY_LEN} characters of [A-Za-z0-9_-.:@+]"
     return None
-UNWEIGHTED = frozenset({BWT, BWT_WITH_TRAINED})  # averaged over clients, not over their samples
 
 
 def name(model: str, data: str) -> str:

@@ -129,7 +129,7 @@ def array_problem(key: str, got: Array, want: Array) -> str | None:
         return f"'{key}' decodes to {real.dtype} {real.shape}, not the {got.dtype} {tuple(got.shape)} its header says"
     if not np.all(np.isfinite(real)):
         return f"'{key}' contains NaN or Inf"
-    if np.issubdtype(real.dtype, np.integer) and real.size and np.abs(real).max() > MAX_EXACT_INT:
+    if np.issubdtype(real.dtype, np.integer) and real.size and not -MAX_EXACT_INT <= real.min() <= real.max() <= MAX_EXACT_INT:
         return f"'{key}' holds integers beyond 2**53, which the float64 mean cannot average exactly"
     return None
 

@@ -287,7 +287,7 @@ def test_an_integer_buffer_too_large_to_average_exactly_is_rejected(tmp_path):
     strategy, _ = _strategy(tmp_path)
     strategy.global_arrays["steps"] = Array(np.array(7, dtype=np.int64))
     msg = _honest(10, 1.0)
-    for value, sound in ((12, True), (2**53, True), (2**62, False), (-(2**62), False)):
+    for value, sound in ((12, True), (2**53, True), (2**62, False), (-(2**62), False), (-(2**63), False)):
         msg.content["arrays"]["steps"] = Array(np.array(value, dtype=np.int64))
         problem = reply_problem(msg.content, strategy.global_arrays, strategy.rules(0, "train"))
         assert (problem is None) == sound, (value, problem)
