@@ -13,10 +13,16 @@ def _reply(node, syn, share, w=1.0):
     return msg
 
 
-def test_uniform_module_mean_and_bad_synthetic_upload_rejected(tmp_path):
+def _strategy(tmp_path):
+    """Three Cora clients, one synthetic node per class, a two-entry model."""
     strategy, recorder = make_strategy(FedLoGStrategy, tmp_path, {1: 0, 2: 1, 3: 2},
                                        dataset="cora", method="fedlog", **{"fedlog-num-proto": 1})
     strategy.global_arrays = global_arrays(w=np.zeros(2))
+    return strategy, recorder
+
+
+def test_uniform_module_mean_and_bad_synthetic_upload_rejected(tmp_path):
+    strategy, recorder = _strategy(tmp_path)
     c, f = strategy.num_classes, strategy.num_features
     share = np.full(c, 1 / c)
     good1 = _reply(1, np.ones((c, f)), share, w=1.0)
@@ -34,9 +40,7 @@ def test_an_upload_that_would_take_over_the_shared_synthetic_nodes_is_rejected(t
     """The upload is outside ``arrays`` (no clipping, no robust rule): the server bounds it."""
     from flwr.app import Array
 
-    strategy, recorder = make_strategy(FedLoGStrategy, tmp_path, {1: 0, 2: 1, 3: 2},
-                                       dataset="cora", method="fedlog", **{"fedlog-num-proto": 1})
-    strategy.global_arrays = global_arrays(w=np.zeros(2))
+    strategy, recorder = _strategy(tmp_path)
     c, f = strategy.num_classes, strategy.num_features
     share = np.full(c, 1 / c)
     attacks = {
