@@ -14,6 +14,9 @@ epoch of ⌊n/B⌋ batches of
 
 The oracle bounds what any generator can add; the distance between ``generator`` and ``oracle``
 is what the generator's quality costs. Writes ``gefl-oracle.csv`` / ``.json`` and prints a table.
+``--spread N`` instead measures the generator's diversity: the mean over classes of the
+per-pixel standard deviation of N samples of a class, beside the same for N real training images
+of each class (a collapsed generator: near 0).
 
     python -m bouquet.simulations.gefl_study --run docs/results/reproduce-gefl/runs/gefl-cvae_fmnist-10_k10_s0/<run> \
         --out docs/results/gefl-oracle --rounds 15 --archs 0,2,4,7,9
@@ -119,6 +122,30 @@ def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: in
     return rows
 
 
+def within_class_spread(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over the classes present of the mean per-pixel standard deviation within the class."""
+    flat = x.reshape(len(x), -1).float()
+    return float(np.mean([flat[y == c].std(0).mean().item() for c in torch.unique(y).tolist()]))
+
+
+def spread(run_dir: Path, per_class: int, seed: int) -> dict:
+    """The run's generator's within-class spread against the real training images' (both in [0, 1])."""
+    ckpt = checkpoint.load(run_dir)
+    cfg = RunConfig.from_run_config(ckpt.run_config)
+    dataset = load_dataset(cfg.dataset, data_root(cfg.data_dir))
+    gen = arrays_to_model(get_method(cfg.method).model(cfg, dataset), ckpt.arrays).gen.eval()
+    y_real = torch.from_numpy(np.asarray(dataset.y_train)).long()
+    pick = torch.cat([torch.nonzero(y_real == c).flatten()[:per_class] for c in range(10)])
+    real = within_class_spread(torch.from_numpy(np.array(dataset.x_train[pick.numpy()])), y_real[pick])
+    torch.manual_seed(seed)
+    labels = to_device(torch.arange(10).repeat_interleave(per_class))
+    with torch.no_grad():
+        fake = within_class_spread(to_unit(gen.sample(labels), gen.data_range).cpu(), labels.cpu())
+    out = {"run": str(run_dir), "per_class": per_class, "generated": fake, "real": real, "ratio": fake / real}
+    print(f"[gefl-study] within-class spread: generated {fake:.4f}, real {real:.4f} ({100 * fake / real:.1f} %)")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="a finished gefl run folder (its checkpoint's generator)")
@@ -127,8 +154,14 @@ def main() -> None:
     p.add_argument("--archs", default="0,2,4,7,9")
     p.add_argument("--real-epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spread", type=int, default=0, metavar="N",
+                   help="measure the generator's within-class spread on N samples a class instead (no training)")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.spread:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "gefl-spread.json").write_text(json.dumps(spread(a.run, a.spread, a.seed), indent=2))
+        return
     run(a.run, a.out, a.rounds, [int(s) for s in a.archs.split(",")], a.real_epochs, a.seed)
 
 
