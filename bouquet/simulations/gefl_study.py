@@ -132,6 +132,8 @@ def spread(run_dir: Path, per_class: int, seed: int) -> dict:
     """The run's generator's within-class spread against the real training images' (both in [0, 1])."""
     ckpt = checkpoint.load(run_dir)
     cfg = RunConfig.from_run_config(ckpt.run_config)
+    if cfg.method != "gefl":
+        raise SystemExit(f"--spread measures an image generator: {run_dir} is a {cfg.method!r} run, not 'gefl'")
     dataset = load_dataset(cfg.dataset, data_root(cfg.data_dir))
     gen = arrays_to_model(get_method(cfg.method).model(cfg, dataset), ckpt.arrays).gen.eval()
     y_real = torch.from_numpy(np.asarray(dataset.y_train)).long()
