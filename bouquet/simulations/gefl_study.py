@@ -54,13 +54,17 @@ def _client_train(cfg: RunConfig, spec, k: int) -> tuple[torch.Tensor, torch.Ten
     return to_device(to_side(torch.from_numpy(data.x_train))), to_device(torch.from_numpy(data.y_train).long())
 
 
-def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: int, seed: int) -> list[dict]:
+def _generator(run_dir: Path):
+    """A finished run's config, dataset and trained generator (from its checkpoint), in eval mode."""
     ckpt = checkpoint.load(run_dir)
     cfg = RunConfig.from_run_config(ckpt.run_config)
     dataset = load_dataset(cfg.dataset, data_root(cfg.data_dir))
+    return cfg, dataset, arrays_to_model(get_method(cfg.method).model(cfg, dataset), ckpt.arrays).gen.eval()
+
+
+def run(run_dir: Path, out: Path, rounds: int, archs: list[int], real_epochs: int, seed: int) -> list[dict]:
+    cfg, dataset, gen = _generator(run_dir)
     spec = data_spec(cfg, 10)
-    bundle = arrays_to_model(get_method(cfg.method).model(cfg, dataset), ckpt.arrays)
-    gen = bundle.gen.eval()
     clients = {k: _client_train(cfg, spec, k) for k in range(10)}
     x_test = to_device(to_side(torch.from_numpy(dataset.x_test)))
     y_test = to_device(torch.from_numpy(dataset.y_test).long())
@@ -130,12 +134,9 @@ def within_class_spread(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def spread(run_dir: Path, per_class: int, seed: int) -> dict:
     """The run's generator's within-class spread against the real training images' (both in [0, 1])."""
-    ckpt = checkpoint.load(run_dir)
-    cfg = RunConfig.from_run_config(ckpt.run_config)
+    cfg, dataset, gen = _generator(run_dir)
     if cfg.method != "gefl":
         raise SystemExit(f"--spread measures an image generator: {run_dir} is a {cfg.method!r} run, not 'gefl'")
-    dataset = load_dataset(cfg.dataset, data_root(cfg.data_dir))
-    gen = arrays_to_model(get_method(cfg.method).model(cfg, dataset), ckpt.arrays).gen.eval()
     y_real = torch.from_numpy(np.asarray(dataset.y_train)).long()
     pick = torch.cat([torch.nonzero(y_real == c).flatten()[:per_class] for c in range(10)])
     real = within_class_spread(torch.from_numpy(np.array(dataset.x_train[pick.numpy()])), y_real[pick])
