@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="overrides for every run, e.g. \"local-epochs=5\" (repeatable)")
     rep.add_argument("--ray-address", type=_ray_address, default=None, metavar="HOST:PORT",
                      help="run every simulation of the sweep on this existing Ray cluster (as for `bouquet run`)")
+    rep.add_argument("--no-warm-ray", dest="warm_ray", action="store_false",
+                     help="start Ray inside every run, as `bouquet run` does (default: one private Ray head on "
+                     "127.0.0.1 serves the whole sweep; same numbers, ~4 s less a run)")
     rep.add_argument("--supernode-per-client", action="store_true",
                      help="one SuperNode per client (default: a cell with more clients than cores runs them as "
                      "logical clients on one SuperNode per core; same numbers, less overhead)")
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             reproduce(ns.preset, out=ns.out, rebuild_only=ns.rebuild, ray_address=ns.ray_address,
-                      supernode_per_client=ns.supernode_per_client, **subset)
+                      supernode_per_client=ns.supernode_per_client, warm_ray=ns.warm_ray, **subset)
         except PreflightError as exc:
             print(f"bouquet reproduce: error: {exc}", file=sys.stderr)
             return 2

@@ -10,7 +10,8 @@ A round is everything it costs on both sides: training, aggregation, the server'
 server sets up (``bouquet.client_app.warm_up``). Ratios come from one run, never from timed tests.
 
 1. *Overhead*: the bound vs ``bouquet run`` with logical clients (``num-clients``, one SuperNode
-   per slot) vs one SuperNode per client; per round (median of rounds 2+) and in total.
+   per slot), the same on a Ray head kept up (as a ``bouquet reproduce`` sweep runs it), and one
+   SuperNode per client; per round (median of rounds 2+) and in total.
 2. *Population*: 10², 10⁴, 10⁶ logical clients (``iid-draw``), the same number sampled a round:
    round time and the peak PSS summed over every process of the run (SuperLink, ServerApp,
    Ray and its workers), sampled every half second.
@@ -104,8 +105,9 @@ def bound(run_config: dict, clients: int, workers: int) -> dict:
 
 # --- Flower, with every process of the run measured ----------------------------------------
 class PssMonitor:
-    """Peak of the summed PSS (proportional set size: shared pages split between sharers) of a
-    process and all its descendants, sampled every ``every_s`` seconds in a thread."""
+    """Peak of the summed PSS (proportional set size: shared pages split between sharers) of
+    processes and all their descendants (``pid_of``: one pid, or a list: e.g. the SuperLink and a
+    Ray head), sampled every ``every_s`` seconds in a thread."""
 
     def __init__(self, pid_of, every_s: float = 0.5) -> None:
         self.pid_of, self.every_s, self.peak, self.samples = pid_of, every_s, 0, 0
@@ -124,13 +126,15 @@ class PssMonitor:
         import psutil  # noqa: PLC0415
 
         while not self._stop.wait(self.every_s):
-            pid = self.pid_of()
-            if pid is None:
-                continue
-            try:
-                root = psutil.Process(pid)
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
+            pids = self.pid_of()
+            tree = []
+            for pid in pids if isinstance(pids, list) else [pids]:
+                try:
+                    root = psutil.Process(pid) if pid is not None else None
+                    tree += [root, *root.children(recursive=True)] if root else []
+                except psutil.NoSuchProcess:
+                    pass
+            if not tree:
                 continue
             total = 0
             for proc in tree:
@@ -141,13 +145,26 @@ class PssMonitor:
             self.peak, self.samples = max(self.peak, total), self.samples + 1
 
 
-def flower(run_config: dict, num_supernodes: int, out_dir: Path) -> dict:
-    """One ``bouquet run``-equivalent on a private SuperLink; timings, final model, peak PSS."""
+def flower(run_config: dict, num_supernodes: int, out_dir: Path, warm_ray: bool = False) -> dict:
+    """One ``bouquet run``-equivalent on a private SuperLink; timings, final model, peak PSS.
+    ``warm_ray``: as a ``bouquet reproduce`` sweep runs it, on a private Ray head started (and not
+    timed) before; its processes count in the PSS."""
+    from bouquet.preflight import usable_cpus  # noqa: PLC0415
+    from bouquet.simulations.launch import RayNode  # noqa: PLC0415
+
+    if not warm_ray:
+        return _flower(run_config, num_supernodes, out_dir, None)
+    with RayNode(num_cpus=usable_cpus()) as head:
+        return _flower(run_config, num_supernodes, out_dir, head)
+
+
+def _flower(run_config: dict, num_supernodes: int, out_dir: Path, head) -> dict:
     from bouquet import checkpoint  # noqa: PLC0415
     from bouquet.simulations.launch import SuperLink, launch  # noqa: PLC0415
 
     t0, t0w = time.monotonic(), time.time()
-    with SuperLink(say=lambda *_: None) as link, PssMonitor(lambda: link.proc.pid if link.proc else None) as pss:
+    roots = lambda: [link.proc.pid if link.proc else None, head.proc.pid if head else None]  # noqa: E731
+    with SuperLink(say=lambda *_: None, ray_address=head.address if head else None) as link, PssMonitor(roots) as pss:
         link_up = time.monotonic() - t0  # a sweep's later runs find their SuperLink up
         result = launch({**run_config, "output-dir": str(out_dir)}, num_supernodes=num_supernodes, echo=False,
                         superlink=link)
@@ -190,6 +207,9 @@ def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
     rows = {"bound": plain}
     print(f"[bench] flower, {args.clients} logical clients on {workers} SuperNodes ...", flush=True)
     rows["flower-logical"] = flower({**base, "num-clients": args.clients}, workers, tmp / "logical")
+    print(f"[bench] the same on a Ray head kept up, as a `bouquet reproduce` sweep runs it ...", flush=True)
+    rows["flower-logical, warm Ray"] = flower({**base, "num-clients": args.clients}, workers, tmp / "warm",
+                                              warm_ray=True)
     if not args.skip_per_node:
         print(f"[bench] flower, {args.clients} SuperNodes (one per client) ...", flush=True)
         rows["flower-per-node"] = flower(base, args.clients, tmp / "per-node")
@@ -236,7 +256,7 @@ def tables(report: dict) -> str:
         lines += [f"### Overhead: FedAvg, {s['dataset']}, {s['clients']} clients, {s['num-server-rounds']} rounds, "
                   f"{s['workers']} parallel slots", ""]
         lines += _table(["", "median round (2+)", "per-round ratio", "total", "total ratio",
-                         "total ratio in a sweep (SuperLink up)", "final accuracy", "max abs dw vs bound", "peak PSS"],
+                         "total ratio in a sweep (its SuperLink up)", "final accuracy", "max abs dw vs bound", "peak PSS"],
                         [[name, f"{r['median_round_s']:.2f} s", f"{r['ratio_per_round']:.3f}", f"{r['total_s']:.1f} s",
                           f"{r['ratio_total']:.3f}", f"{r['ratio_total_in_sweep']:.3f}", f"{r['final_global_test']:.4f}", f"{r['max_abs_dw_vs_bound']:.3g}",
                           f"{r['peak_pss_gb']:.2f} GB" if r["peak_pss_gb"] else "-"] for name, r in o["rows"].items()])
@@ -269,7 +289,7 @@ def plot(report: dict, path: Path) -> None:
     if "overhead" in report:
         rows = report["overhead"]["rows"]
         names = list(rows)
-        axes[0].bar(names, [rows[n]["median_round_s"] for n in names], color=["grey", "tab:green", "tab:orange"][:len(names)])
+        axes[0].bar(names, [rows[n]["median_round_s"] for n in names], color=["grey", "tab:green", "tab:olive", "tab:orange"][:len(names)])
         for i, n in enumerate(names):
             axes[0].text(i, rows[n]["median_round_s"], f"×{rows[n]['ratio_per_round']:.2f}", ha="center", va="bottom")
         axes[0].set(ylabel="median round, rounds 2+ (s)", title="Flower vs the plain-loop bound")

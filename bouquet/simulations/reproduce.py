@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bouquet import metrics as M
-from bouquet.simulations.launch import SuperLink, launch
+from bouquet.simulations.launch import RayNode, SuperLink, launch
 
 
 @dataclass(frozen=True)
@@ -410,10 +410,12 @@ def federation(k: int, per_client: bool) -> tuple[int, dict[str, Any]]:
 
 
 def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
-              supernode_per_client: bool = False) -> list[dict[str, Any]]:
+              supernode_per_client: bool = False, warm_ray: bool = True) -> list[dict[str, Any]]:
     """Every run of the sweep through one private SuperLink (started at the first run that is
     not kept from an earlier sweep, stopped at the end); a failed run is recorded, not fatal.
-    ``ray_address``: the runs join that existing Ray cluster (``launch.SuperLink``)."""
+    ``ray_address``: the runs join that existing Ray cluster (``launch.SuperLink``). Otherwise,
+    with ``warm_ray``, one private Ray head on this machine (``launch.RayNode``) is started with
+    the SuperLink and serves every run, instead of a Ray started and stopped inside each run."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(d, k, m, s) for d in preset.datasets for k in preset.clients_of(d) for s in preset.seed_values
             for m in preset.methods]
@@ -423,6 +425,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
     others = scan(preset, out, skip={cell_name(m, d, k, s) for d, k, m, s in jobs})
     bar = tqdm(jobs, desc="reproduce", unit="run")
     link: SuperLink | None = None
+    head: RayNode | None = None
     try:
         for dataset, k, method, seed in bar:
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
@@ -448,7 +451,17 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
             config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out), **logical}
             t0 = time.monotonic()
             if link is None:
-                link = SuperLink(say=tqdm.write, ray_address=ray_address)
+                if ray_address is None and warm_ray:  # its slots are this machine's, so `federation` holds
+                    from bouquet.preflight import usable_cpus  # noqa: PLC0415
+
+                    try:
+                        head = RayNode(num_cpus=usable_cpus())
+                        tqdm.write(f"[reproduce] one Ray head for the sweep at {head.start()} (--no-warm-ray: "
+                                   "a Ray inside each run)")
+                    except (RuntimeError, OSError) as exc:  # the runs still work, each with a Ray of its own
+                        head = None
+                        tqdm.write(f"[reproduce] no Ray head for the sweep ({str(exc)[-500:]}); each run starts its own Ray")
+                link = SuperLink(say=tqdm.write, ray_address=ray_address or (head.address if head else None))
                 link.start()
             res = launch(config, num_supernodes=supernodes, echo=False, superlink=link)
             row: dict[str, Any] = {"method": method, "dataset": dataset, "clients": k, "seed": seed,
@@ -465,6 +478,8 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
     finally:
         if link is not None:
             link.stop()
+        if head is not None:
+            head.stop()
     return results
 
 
@@ -687,7 +702,8 @@ def build_preset(name: str, *, quick: bool = False, seeds: int | tuple[int, ...]
 def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | None = None, out: Path | None = None,
               datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
               clients: tuple[int, ...] | None = None, overrides: dict[str, Any] | None = None,
-              rebuild_only: bool = False, ray_address: str | None = None, supernode_per_client: bool = False) -> Path:
+              rebuild_only: bool = False, ray_address: str | None = None, supernode_per_client: bool = False,
+              warm_ray: bool = True) -> Path:
     preset = build_preset(name, quick=quick, seeds=seeds, datasets=datasets, methods=methods, clients=clients,
                           overrides=overrides)
     out = (out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}").resolve()
@@ -695,7 +711,7 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | tuple[int, ...] | 
     if not rebuild_only:
         check_sweep(preset, out)
     results = [] if rebuild_only else run_sweep(preset, out, ray_address=ray_address,
-                                                 supernode_per_client=supernode_per_client)
+                                                 supernode_per_client=supernode_per_client, warm_ray=warm_ray)
     if rebuild_only and not (out / "runs").is_dir():
         from bouquet.preflight import PreflightError  # noqa: PLC0415
 

@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from bouquet import cli
-from bouquet.simulations.launch import free_port, parse_ray_address
-
-RAY = str(Path(sys.executable).with_name("ray"))
-START_TIMEOUT_S = 120.0
+from bouquet.simulations.launch import RayNode, free_port, parse_ray_address
 
 # Run in a subprocess that joins the cluster as a driver of its own: the nodes, and every actor
 # the cluster ran (the GCS keeps finished jobs' actors), with the node each one was placed on.
@@ -39,75 +32,24 @@ ray.shutdown()
 """
 
 
-def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
-    """`ray start --block` in a session of its own: its process group holds the node's
-    processes; returns once the node reports it is up."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             "--object-store-memory=100000000", f"--dashboard-agent-listen-port={free_port()}", *args],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while "Ray runtime started" not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"`ray start {' '.join(args)}` did not come up:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    return proc
-
-
-def _stop(nodes: list[subprocess.Popen], tmp: Path) -> None:
-    """SIGTERM to the process groups started here, then SIGKILL to whatever of their process
-    trees (recorded before) is left; then nothing may run from this cluster's temp dir."""
-    tree: list[psutil.Process] = []
-    for node in nodes:
-        try:
-            root = psutil.Process(node.pid)
-            tree += [*root.children(recursive=True), root]
-        except psutil.NoSuchProcess:
-            pass
-    for node in reversed(nodes):  # the worker first, then the head
-        try:
-            os.killpg(node.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=20)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    for node in nodes:
-        node.wait(timeout=30)
-    left = [p.pid for p in tree if _running(p)]
-    left += [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp) in " ".join(p.info["cmdline"] or [])]
+def _gone(node: RayNode) -> None:
+    """Nothing runs from the node's temp dir once it is stopped (its whole process tree went)."""
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(node.temp_dir) in " ".join(p.info["cmdline"] or [])]
     assert not left, f"Ray processes of this test still running: {left}"
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A two-node Ray cluster on 127.0.0.1 (1 CPU each), temp dirs of its own (so that no other
-    `ray.init()` on this machine finds it through /tmp/ray/ray_current_cluster)."""
-    tmp = Path(tempfile.mkdtemp(prefix="bqray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    port = free_port()
-    nodes: list[subprocess.Popen] = []
-    try:
-        t0 = time.monotonic()
-        nodes.append(_ray_start(["--head", f"--port={port}", f"--ray-client-server-port={free_port()}",
-                                 "--include-dashboard=false", f"--temp-dir={tmp / 'h'}"], tmp / "head.log"))
-        nodes.append(_ray_start([f"--address=127.0.0.1:{port}", f"--temp-dir={tmp / 'w'}"], tmp / "worker.log"))
-        print(f"[test] Ray head 127.0.0.1:{port} and one worker node up in {time.monotonic() - t0:.1f} s")
-        yield f"127.0.0.1:{port}"
-    finally:
-        _stop(nodes, tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+    """A two-node Ray cluster on 127.0.0.1 (1 CPU each), each node in a temp dir of its own (so
+    that no other `ray.init()` on this machine finds it through /tmp/ray/ray_current_cluster)."""
+    small = ("--object-store-memory=100000000",)
+    t0 = time.monotonic()
+    with RayNode(num_cpus=1, extra=small) as head:
+        with RayNode(num_cpus=1, address=head.address, extra=small) as worker:
+            print(f"[test] Ray head {head.address} and one worker node up in {time.monotonic() - t0:.1f} s")
+            yield head.address
+        _gone(worker)
+    _gone(head)
 
 
 def _cluster_state(address: str) -> dict:

@@ -18,6 +18,21 @@ class _NoSuperLink:
     def stop(self):
         pass
 
+class _NoRayNode:
+    """Stands in for the sweep's private Ray head when ``launch`` is faked."""
+
+    address = "127.0.0.1:1"
+
+    def __init__(self, **_):
+        pass
+
+    def start(self):
+        return self.address
+
+    def stop(self):
+        pass
+
+
 def test_select_round_takes_best_validation_latest_on_ties_and_skips_nan():
     rows = {1: {"v": 0.5}, 2: {"v": 0.8}, 3: {"v": float("nan")}, 4: {"v": 0.8}, 5: {"v": 0.7}}
     assert select_round(rows, "v") == 4
@@ -96,6 +111,7 @@ def test_sweep_run_again_keeps_finished_runs_and_runs_only_the_rest(tmp_path, mo
 
     monkeypatch.setattr(R, "launch", fake_launch)
     monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
     first = R.run_sweep(preset, tmp_path)
     assert len(calls) == 4 and [r["status"] for r in first].count("finished:failed") == 1
     second = R.run_sweep(preset, tmp_path)
@@ -138,6 +154,7 @@ def test_a_subset_run_into_a_sweep_folder_keeps_the_earlier_runs_in_results_and_
 
     monkeypatch.setattr(R, "launch", fake_launch)
     monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
     monkeypatch.setattr(R, "plot", lambda *a: None)
     R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
     R.reproduce("fedkper", seeds=(1,), datasets=("heart-disease",), methods=("fedkper",), out=tmp_path)
@@ -332,6 +349,7 @@ def test_a_kept_run_made_with_another_config_is_run_again(tmp_path, monkeypatch)
 
     monkeypatch.setattr(R, "launch", fake_launch)
     monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
     R.run_sweep(preset, tmp_path)
     R.run_sweep(preset, tmp_path)
     assert len(calls) == 1  # same config: kept
@@ -361,6 +379,7 @@ def test_an_interrupted_subset_sweep_leaves_the_folders_earlier_runs_in_results_
 
     monkeypatch.setattr(R, "launch", fake_launch)
     monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
     monkeypatch.setattr(R, "plot", lambda *a: None)
     R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg", "fedkper"), out=tmp_path)
     with pytest.raises(KeyboardInterrupt):
@@ -394,6 +413,7 @@ def test_a_run_that_ended_failed_is_never_kept_nor_tabulated_and_runs_again(tmp_
 
     monkeypatch.setattr(R, "launch", fake_launch)
     monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
     monkeypatch.setattr(R, "plot", lambda *a: None)
     R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
@@ -403,3 +423,101 @@ def test_a_run_that_ended_failed_is_never_kept_nor_tabulated_and_runs_again(tmp_
     assert len(calls) == 2  # run again, not kept
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [(r["status"], r["run"]) for r in rows] == [("finished:completed", "runs/fedavg_heart-disease_k4_s0/run2")]
+
+
+def _fake_sweep(monkeypatch, head_fails: bool = False):
+    """run_sweep with launch faked; records the SuperLinks' Ray addresses and the heads' lives."""
+    import json
+    from types import SimpleNamespace
+
+    from bouquet.simulations import reproduce as R
+
+    seen = {"links": [], "heads": []}
+
+    class Link(_NoSuperLink):
+        def __init__(self, ray_address=None, **_):
+            seen["links"].append(ray_address)
+
+    class Head(_NoRayNode):
+        def __init__(self, **kw):
+            self.events = []
+            seen["heads"].append(self)
+
+        def start(self):
+            self.events.append("start")
+            if head_fails:
+                raise RuntimeError("ray start did not come up")
+            return self.address
+
+        def stop(self):
+            self.events.append("stop")
+
+    def fake_launch(config, **_):
+        run = Path(config["output-dir"]) / "run"
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
+        return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "SuperLink", Link)
+    monkeypatch.setattr(R, "RayNode", Head)
+    return R, seen
+
+
+@pytest.mark.parametrize(("kw", "link_address", "heads"), [
+    ({}, "127.0.0.1:1", 1),  # default: one head for the sweep, its address to the one SuperLink
+    ({"warm_ray": False}, None, 0),  # --no-warm-ray: each run starts its own Ray
+    ({"ray_address": "10.0.0.5:6379"}, "10.0.0.5:6379", 0),  # the user's cluster: no head of ours
+])
+def test_a_sweep_runs_on_one_ray_head_it_starts_and_stops(tmp_path, monkeypatch, kw, link_address, heads):
+    from dataclasses import replace
+
+    R, seen = _fake_sweep(monkeypatch)
+    preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg", "fedkper"), seeds=2)
+    rows = R.run_sweep(preset, tmp_path, **kw)
+    assert [r["status"] for r in rows] == ["finished:completed"] * 4
+    assert seen["links"] == [link_address]  # one SuperLink for the 4 runs
+    assert len(seen["heads"]) == heads and all(h.events == ["start", "stop"] for h in seen["heads"])
+    again = R.run_sweep(preset, tmp_path)  # all kept: nothing starts
+    assert [r["status"] for r in again] == ["finished:completed"] * 4 and len(seen["heads"]) == heads
+
+
+def test_a_ray_head_that_does_not_start_leaves_each_run_its_own_ray(tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    R, seen = _fake_sweep(monkeypatch, head_fails=True)
+    preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg",), seeds=1)
+    rows = R.run_sweep(preset, tmp_path)
+    assert [r["status"] for r in rows] == ["finished:completed"] and seen["links"] == [None]
+    assert "no Ray head for the sweep (ray start did not come up); each run starts its own Ray" in capsys.readouterr().out
+
+
+def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_behind(tmp_path, monkeypatch):
+    """Real runs: the same two cells (2 clients, 2 rounds) with the sweep's Ray head and with a
+    Ray started inside each run write identical metrics.csv; afterwards nothing runs from the
+    head's temp dir."""
+    import psutil
+
+    from bouquet.simulations import launch as L
+    from bouquet.simulations import reproduce as R
+
+    heads = []
+
+    class Recorded(L.RayNode):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            heads.append(self)
+
+    monkeypatch.setattr(R, "RayNode", Recorded)
+    small = {"num-server-rounds": 2, "local-epochs": 1}
+    for name, warm in (("warm", True), ("cold", False)):
+        R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg", "fedkper"),
+                    overrides=small, out=tmp_path / name, warm_ray=warm)
+    assert len(heads) == 1
+    for cell in ("fedavg_heart-disease_k4_s0", "fedkper_heart-disease_k4_s0"):
+        [warm_csv] = (tmp_path / "warm" / "runs" / cell).glob("*/metrics.csv")
+        [cold_csv] = (tmp_path / "cold" / "runs" / cell).glob("*/metrics.csv")
+        assert warm_csv.read_bytes() == cold_csv.read_bytes() and len(warm_csv.read_bytes()) > 1000
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(heads[0].temp_dir) in " ".join(p.info["cmdline"] or [])]
+    assert not left and not heads[0].temp_dir.exists()
