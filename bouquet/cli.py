@@ -294,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         except PreflightError as exc:
             print(f"bouquet reproduce: error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("\n[reproduce] interrupted: the sweep's SuperLink and Ray were stopped; the same command "
+                  "continues it (finished runs are kept)", file=sys.stderr)
+            return 130
         return 0
     if ns.command == "export-partitions":
         return _export(ns)
