@@ -363,19 +363,13 @@ def test_a_kept_run_made_with_another_config_is_run_again(tmp_path, monkeypatch)
 
 def test_an_interrupted_subset_sweep_leaves_the_folders_earlier_runs_in_results_csv(tmp_path, monkeypatch):
     import csv
-    import json
-    from types import SimpleNamespace
 
     from bouquet.simulations import reproduce as R
 
     def fake_launch(config, **_):
         if config["seed"] == 2:
             raise KeyboardInterrupt  # Ctrl-C / SIGTERM in the middle of the continued sweep
-        run = Path(config["output-dir"]) / "run"
-        run.mkdir(parents=True)
-        (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
-        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
-        return SimpleNamespace(ok=True, status="finished:completed", output="")
+        return _completed_run(config)
 
     monkeypatch.setattr(R, "launch", fake_launch)
     monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
@@ -425,11 +419,20 @@ def test_a_run_that_ended_failed_is_never_kept_nor_tabulated_and_runs_again(tmp_
     assert [(r["status"], r["run"]) for r in rows] == [("finished:completed", "runs/fedavg_heart-disease_k4_s0/run2")]
 
 
-def _fake_sweep(monkeypatch, head_fails: bool = False):
-    """run_sweep with launch faked; records the SuperLinks' Ray addresses and the heads' lives."""
+def _completed_run(config):
+    """What a faked ``launch`` leaves: one completed run folder under the cell's output-dir."""
     import json
     from types import SimpleNamespace
 
+    run = Path(config["output-dir"]) / "run"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
+    (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
+    return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+
+def _fake_sweep(monkeypatch, head_fails: bool = False):
+    """run_sweep with launch faked; records the SuperLinks' Ray addresses and the heads' lives."""
     from bouquet.simulations import reproduce as R
 
     seen = {"links": [], "heads": []}
@@ -452,14 +455,7 @@ def _fake_sweep(monkeypatch, head_fails: bool = False):
         def stop(self):
             self.events.append("stop")
 
-    def fake_launch(config, **_):
-        run = Path(config["output-dir"]) / "run"
-        run.mkdir(parents=True)
-        (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
-        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
-        return SimpleNamespace(ok=True, status="finished:completed", output="")
-
-    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "launch", lambda config, **_: _completed_run(config))
     monkeypatch.setattr(R, "SuperLink", Link)
     monkeypatch.setattr(R, "RayNode", Head)
     return R, seen
