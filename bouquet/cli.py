@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="run every simulation of the sweep on this existing Ray cluster (as for `bouquet run`)")
     rep.add_argument("--no-warm-ray", dest="warm_ray", action="store_false",
                      help="start Ray inside every run, as `bouquet run` does (default: one private Ray head on "
-                     "127.0.0.1 serves the whole sweep; same numbers, ~4 s less a run)")
+                     "this machine serves the whole sweep; same numbers, about 2 s less a run)")
     rep.add_argument("--supernode-per-client", action="store_true",
                      help="one SuperNode per client (default: a cell with more clients than cores runs them as "
                      "logical clients on one SuperNode per core; same numbers, less overhead)")
@@ -283,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(str(exc))
             print(f"[reproduce] {len(written)} run-config files in {ns.export_toml} (the command is in each file's header)")
             return 0
-        if ns.ray_address and "data-dir" not in overrides and os.environ.get("BOUQUET_DATA"):
-            # as `bouquet run` does: Ray's workers have the environment of `ray start`, not this shell's
+        if "data-dir" not in overrides and os.environ.get("BOUQUET_DATA"):
+            # as `bouquet run` does: the runs' processes do not start in this shell's folder, and on a
+            # Ray cluster its workers have the environment of `ray start`, not this shell's
             overrides["data-dir"] = os.path.abspath(os.path.expanduser(os.environ["BOUQUET_DATA"]))
         if not ns.rebuild and _no_ray_cluster("reproduce", ns.ray_address):
             return 2
@@ -295,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bouquet reproduce: error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("\n[reproduce] interrupted: the sweep's SuperLink and Ray were stopped; the same command "
-                  "continues it (finished runs are kept)", file=sys.stderr)
+            print("\n[reproduce] interrupted: the sweep's own SuperLink and Ray head (if it started one) were "
+                  "stopped; the same command continues it (finished runs are kept)", file=sys.stderr)
             return 130
         return 0
     if ns.command == "export-partitions":

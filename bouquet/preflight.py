@@ -64,11 +64,20 @@ def check_data(dataset: str, data_dir: str = "") -> Path:
     return root
 
 
-def usable_cpus() -> int:
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's
+    ``--cpus``), as Ray counts them when it starts on its own."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(int(int(quota) / int(period)), 1))
+    except (OSError, ValueError):  # no cgroup v2 file, or one we cannot read: no quota known
+        pass
+    return cpus
 
 
 def slots(cpus_per_client: Any = 1) -> int:

@@ -121,3 +121,23 @@ def test_cli_lists_choices_and_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--help"])
     assert "--clients" in capsys.readouterr().out
+
+
+def test_usable_cpus_honours_a_cgroup_cpu_quota(tmp_path):
+    """A container's --cpus (cgroup v2 cpu.max "quota period") caps the cores counted, as Ray
+    counts them; no file or "max" leaves the CPU affinity."""
+    import os
+
+    from bouquet.preflight import usable_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert usable_cpus(cpu_max) == affinity  # no file
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(cpu_max) == affinity
+    cpu_max.write_text("50000 100000\n")  # half a core: still one slot
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{(affinity + 3) * 100000} 100000\n")  # a quota above the affinity
+    assert usable_cpus(cpu_max) == affinity
+    cpu_max.write_text("garbage\n")
+    assert usable_cpus(cpu_max) == affinity

@@ -145,20 +145,10 @@ class PssMonitor:
             self.peak, self.samples = max(self.peak, total), self.samples + 1
 
 
-def flower(run_config: dict, num_supernodes: int, out_dir: Path, warm_ray: bool = False) -> dict:
+def flower(run_config: dict, num_supernodes: int, out_dir: Path, head=None) -> dict:
     """One ``bouquet run``-equivalent on a private SuperLink; timings, final model, peak PSS.
-    ``warm_ray``: as a ``bouquet reproduce`` sweep runs it, on a private Ray head started (and not
-    timed) before; its processes count in the PSS."""
-    from bouquet.preflight import usable_cpus  # noqa: PLC0415
-    from bouquet.simulations.launch import RayNode  # noqa: PLC0415
-
-    if not warm_ray:
-        return _flower(run_config, num_supernodes, out_dir, None)
-    with RayNode(num_cpus=usable_cpus()) as head:
-        return _flower(run_config, num_supernodes, out_dir, head)
-
-
-def _flower(run_config: dict, num_supernodes: int, out_dir: Path, head) -> dict:
+    ``head``: a ``launch.RayNode`` already up that the run joins, as a ``bouquet reproduce`` sweep's
+    runs do (its processes count in the PSS; its start is not timed)."""
     from bouquet import checkpoint  # noqa: PLC0415
     from bouquet.simulations.launch import SuperLink, launch  # noqa: PLC0415
 
@@ -200,6 +190,9 @@ def _max_dw(a: dict, b: dict) -> float:
 
 
 def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
+    from bouquet.preflight import usable_cpus  # noqa: PLC0415
+    from bouquet.simulations.launch import RayNode  # noqa: PLC0415
+
     base = {"method": "fedavg", "dataset": args.dataset, "partitioner": args.partitioner, "seed": 0,
             "num-server-rounds": args.rounds, "fraction-evaluate": 0.0}
     print(f"[bench] bound: {args.clients} clients x {args.rounds} rounds on {workers} warmed processes ...", flush=True)
@@ -207,9 +200,11 @@ def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
     rows = {"bound": plain}
     print(f"[bench] flower, {args.clients} logical clients on {workers} SuperNodes ...", flush=True)
     rows["flower-logical"] = flower({**base, "num-clients": args.clients}, workers, tmp / "logical")
-    print(f"[bench] the same on a Ray head kept up, as a `bouquet reproduce` sweep runs it ...", flush=True)
-    rows["flower-logical, warm Ray"] = flower({**base, "num-clients": args.clients}, workers, tmp / "warm",
-                                              warm_ray=True)
+    print("[bench] the same twice on one Ray head kept up, as a `bouquet reproduce` sweep runs them ...", flush=True)
+    with RayNode(num_cpus=usable_cpus()) as head:
+        for name in ("warm Ray, 1st run", "warm Ray, 2nd run"):  # Ray prestarts workers for a head's first job only
+            rows[f"flower-logical, {name}"] = flower({**base, "num-clients": args.clients}, workers,
+                                                     tmp / name.replace(" ", "-").replace(",", ""), head=head)
     if not args.skip_per_node:
         print(f"[bench] flower, {args.clients} SuperNodes (one per client) ...", flush=True)
         rows["flower-per-node"] = flower(base, args.clients, tmp / "per-node")
@@ -289,7 +284,7 @@ def plot(report: dict, path: Path) -> None:
     if "overhead" in report:
         rows = report["overhead"]["rows"]
         names = list(rows)
-        axes[0].bar(names, [rows[n]["median_round_s"] for n in names], color=["grey", "tab:green", "tab:olive", "tab:orange"][:len(names)])
+        axes[0].bar(names, [rows[n]["median_round_s"] for n in names], color=["grey", "tab:green", "tab:olive", "tab:olive", "tab:orange"][:len(names)])
         for i, n in enumerate(names):
             axes[0].text(i, rows[n]["median_round_s"], f"×{rows[n]['ratio_per_round']:.2f}", ha="center", va="bottom")
         axes[0].set(ylabel="median round, rounds 2+ (s)", title="Flower vs the plain-loop bound")

@@ -76,8 +76,8 @@ def flwr_env(home: Path) -> dict[str, str]:
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
         "PYTHONUNBUFFERED": "1",
-        # the SuperExec looks for a submitted run every second by default: 0.2 s takes ~0.4 s off each
-        # run's start for ~5 polls a second (measured: docs/results/bench-2026-12-05b)
+        # the SuperExec looks for a submitted run every second by default: 0.2 s takes 0.4 s off a
+        # run's start on average, for 5 small polls a second
         "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2"),
     }
 
@@ -124,20 +124,21 @@ def check_ray_cluster(address: str, timeout: float = 3.0) -> None:
 
 
 class RayNode:
-    """One Ray node this process starts with ``ray start --block`` on 127.0.0.1 and alone stops:
-    a head (``address=None``; its GCS on a free port) or a worker joining ``address``.
+    """One Ray node this process starts with ``ray start --block`` (node address 127.0.0.1) and
+    alone stops: a head (``address=None``; its GCS on a free port) or a worker joining ``address``.
 
-    Why: a sweep's runs each start and stop a Ray of their own inside Flower (Ray's daemons,
-    then its shutdown: ~4 s a run here); on one head kept up for the sweep only the actors are
-    new each run. Its own session and temp dir (so no ``ray.init()`` elsewhere on the machine
-    finds it through /tmp/ray), no dashboard; ``stop`` signals only its own process tree,
-    never ``ray stop`` (which would stop every Ray of this user, e.g. another sweep's)."""
+    Why: a sweep's runs each start and stop a Ray of their own inside Flower (Ray's daemons, then
+    its shutdown: about 2 s a run here, docs/results/bench-2026-12-05b); on one head kept up for
+    the sweep only the actors are new each run. Its own session, cwd and temp dir (under
+    ``$RAY_TMPDIR``, else /tmp), no dashboard; ``stop`` signals only its own process group and
+    tree, never ``ray stop`` (which would stop every Ray of this user, e.g. another sweep's)."""
 
     def __init__(self, *, num_cpus: int, address: str | None = None, temp_dir: Path | None = None,
                  env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> None:
         self.own_tmp = temp_dir is None
-        # short: Ray's socket paths must fit 107 bytes
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="bqray-", dir="/tmp")) if temp_dir is None else temp_dir
+        if temp_dir is None:  # short: Ray's socket paths must fit 107 bytes
+            temp_dir = Path(tempfile.mkdtemp(prefix="bqray-", dir=os.environ.get("RAY_TMPDIR") or "/tmp"))
+        self.temp_dir = temp_dir
         self.log = self.temp_dir.with_name(self.temp_dir.name + ".log")
         self.address = address
         self.num_cpus, self.env, self.extra = int(num_cpus), env, extra
@@ -150,8 +151,12 @@ class RayNode:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout: float = 120.0) -> str:
-        """Starts the node; returns the cluster's address once the node says it is up."""
+        """Starts the node; returns the cluster's address once the node says it is up. Whatever
+        stops the start (a failure, Ctrl-C) stops what it started."""
         args = [_bin("ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
                 f"--num-cpus={self.num_cpus}", f"--dashboard-agent-listen-port={free_port()}",
                 f"--temp-dir={self.temp_dir / 'ray'}", *self.extra]
@@ -164,43 +169,52 @@ class RayNode:
         env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
                "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", **(self.env or {})}  # its workers' environment
         env.pop("RAY_ADDRESS", None)
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while "Ray runtime started" not in self.log.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                text = self.log.read_text(errors="replace")[-3000:]
-                self.stop()
-                raise RuntimeError(f"`ray start` did not come up:\n{text}")
-            time.sleep(0.2)
+        try:
+            with self.log.open("wb") as out:
+                self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.temp_dir,
+                                             start_new_session=True)
+            deadline = time.monotonic() + timeout
+            while "Ray runtime started" not in self.log.read_text(errors="replace"):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"`ray start` did not come up:\n{self.log.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
         return self.address
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM to the node's process group, then SIGKILL to whatever of its process tree
-        (recorded before) is left."""
+    def stop(self, grace_s: float = 20.0, keep_logs: bool = False) -> None:
+        """SIGTERM to the node's process group, then SIGKILL to the group and to whatever of its
+        process tree (recorded before) is left, also when interrupted while waiting.
+        ``keep_logs``: leave the temp dir (Ray's logs) in place."""
         import psutil  # noqa: PLC0415
 
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None:
             try:
                 root = psutil.Process(self.proc.pid)
                 tree = [*root.children(recursive=True), root]
             except psutil.NoSuchProcess:
                 tree = []
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            _, alive = psutil.wait_procs(tree, timeout=grace_s)
-            for proc in alive:
-                try:
-                    proc.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            self.proc.wait(timeout=30)
-        if self.own_tmp:
+                self._signal_group(signal.SIGTERM)
+                psutil.wait_procs(tree, timeout=grace_s)
+            finally:
+                self._signal_group(signal.SIGKILL)
+                for proc in tree:
+                    try:
+                        proc.kill()
+                    except psutil.NoSuchProcess:
+                        pass
+                self.proc.wait(timeout=30)
+        if self.own_tmp and not keep_logs:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.log.unlink(missing_ok=True)
+
+    def _signal_group(self, sig: int) -> None:
+        try:  # its own session: the group is the node's (also its daemons once `ray start` has exited)
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class SuperLink:
@@ -220,6 +234,8 @@ class SuperLink:
         self.ray_address = ray_address
         if ray_address:
             self.env["RAY_ADDRESS"] = parse_ray_address(ray_address)
+        else:  # a RAY_ADDRESS left in the shell must not silently send the run to some cluster
+            self.env.pop("RAY_ADDRESS", None)
         self.say = say
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None

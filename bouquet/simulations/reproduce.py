@@ -369,7 +369,7 @@ def run_config_of(preset: Preset, dataset: str, method: str, seed: int) -> dict[
             **preset.method_config.get(method, {}), **preset.overrides, "seed": seed}
 
 
-RUN_SPECIFIC = ("output-dir", "num-clients", "resume-from")  # how a run was executed, not what it computed
+RUN_SPECIFIC = ("output-dir", "num-clients", "resume-from", "data-dir")  # how a run was executed, not what it computed
 
 
 def config_mismatch(intended: dict[str, Any], kept: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -424,8 +424,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
     # the sweep writes it run by run, so an interrupted subset never leaves a shorter table behind
     others = scan(preset, out, skip={cell_name(m, d, k, s) for d, k, m, s in jobs})
     bar = tqdm(jobs, desc="reproduce", unit="run")
-    link: SuperLink | None = None
-    head: RayNode | None = None
+    runtime = SweepRuntime(ray_address, warm_ray)
     try:
         for dataset, k, method, seed in bar:
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
@@ -450,20 +449,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
             supernodes, logical = federation(k, supernode_per_client or ray_address is not None)
             config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out), **logical}
             t0 = time.monotonic()
-            if link is None:
-                if ray_address is None and warm_ray:  # its slots are this machine's, so `federation` holds
-                    from bouquet.preflight import usable_cpus  # noqa: PLC0415
-
-                    try:
-                        head = RayNode(num_cpus=usable_cpus())
-                        tqdm.write(f"[reproduce] one Ray head for the sweep at {head.start()} (--no-warm-ray: "
-                                   "a Ray inside each run)")
-                    except (RuntimeError, OSError) as exc:  # the runs still work, each with a Ray of its own
-                        head = None
-                        tqdm.write(f"[reproduce] no Ray head for the sweep ({str(exc)[-500:]}); each run starts its own Ray")
-                link = SuperLink(say=tqdm.write, ray_address=ray_address or (head.address if head else None))
-                link.start()
-            res = launch(config, num_supernodes=supernodes, echo=False, superlink=link)
+            res = launch(config, num_supernodes=supernodes, echo=False, superlink=runtime.superlink())
             row: dict[str, Any] = {"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                    "status": res.status, "seconds": round(time.monotonic() - t0, 1)}
             summaries = completed_runs(run_out)
@@ -476,11 +462,50 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
             tqdm.write("[reproduce] " + json.dumps(row))
             write_csv(results + others, results_csv)
     finally:
-        if link is not None:
-            link.stop()
-        if head is not None:
-            head.stop()
+        runtime.close(keep_logs=any(r["status"] != "finished:completed" for r in results))
     return results
+
+
+class SweepRuntime:
+    """A sweep's private SuperLink and, with ``warm_ray`` (and no ``ray_address``), its private
+    Ray head: started for the first run that is not kept, both started again when the head has
+    died (a lost head would otherwise fail every later run), both stopped at the end, the head
+    also when the SuperLink's stop is interrupted."""
+
+    def __init__(self, ray_address: str | None, warm_ray: bool) -> None:
+        self.ray_address, self.warm_ray = ray_address, warm_ray
+        self.link: SuperLink | None = None
+        self.head: RayNode | None = None
+
+    def superlink(self) -> SuperLink:
+        if self.head is not None and not self.head.alive():
+            tqdm.write("[reproduce] the sweep's Ray head has stopped; starting the SuperLink and a Ray head again")
+            self.close(keep_logs=True)
+        if self.link is None:
+            if self.ray_address is None and self.warm_ray:  # this machine's slots, so `federation` holds
+                from bouquet.preflight import usable_cpus  # noqa: PLC0415
+
+                try:
+                    self.head = RayNode(num_cpus=usable_cpus())
+                    tqdm.write(f"[reproduce] one Ray head for the sweep at {self.head.start()} (--no-warm-ray: "
+                               "a Ray inside each run)")
+                except (RuntimeError, OSError) as exc:  # the runs still work, each with a Ray of its own
+                    self.head = None
+                    tqdm.write(f"[reproduce] no Ray head for the sweep ({str(exc)[-500:]}); each run starts its own Ray")
+            self.link = SuperLink(say=tqdm.write, ray_address=self.ray_address or (self.head.address if self.head else None))
+            self.link.start()
+        return self.link
+
+    def close(self, keep_logs: bool = False) -> None:
+        link, head, self.link, self.head = self.link, self.head, None, None
+        try:
+            if link is not None:
+                link.stop()
+        finally:
+            if head is not None:
+                head.stop(keep_logs=keep_logs)
+                if keep_logs:
+                    tqdm.write(f"[reproduce] the Ray head's logs are kept in {head.temp_dir}")
 
 
 def completed_runs(cell: Path) -> list[Path]:

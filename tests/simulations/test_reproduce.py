@@ -22,14 +22,18 @@ class _NoRayNode:
     """Stands in for the sweep's private Ray head when ``launch`` is faked."""
 
     address = "127.0.0.1:1"
+    temp_dir = Path("/nonexistent/bqray-test")
 
     def __init__(self, **_):
         pass
 
+    def alive(self):
+        return True
+
     def start(self):
         return self.address
 
-    def stop(self):
+    def stop(self, keep_logs=False):
         pass
 
 
@@ -431,20 +435,32 @@ def _completed_run(config):
     return SimpleNamespace(ok=True, status="finished:completed", output="")
 
 
-def _fake_sweep(monkeypatch, head_fails: bool = False):
-    """run_sweep with launch faked; records the SuperLinks' Ray addresses and the heads' lives."""
+def _fake_sweep(monkeypatch, head_fails: bool = False, launch=None, link_stop_raises: bool = False):
+    """run_sweep with launch faked; records every SuperLink's Ray address and life, and every
+    head's life (``kill`` ends a head's life as a crash would)."""
     from bouquet.simulations import reproduce as R
 
-    seen = {"links": [], "heads": []}
+    seen = {"links": [], "heads": [], "link_events": []}
 
     class Link(_NoSuperLink):
         def __init__(self, ray_address=None, **_):
             seen["links"].append(ray_address)
 
+        def start(self):
+            seen["link_events"].append("start")
+
+        def stop(self):
+            seen["link_events"].append("stop")
+            if link_stop_raises:
+                raise KeyboardInterrupt  # a second Ctrl-C while the SuperLink stops
+
     class Head(_NoRayNode):
         def __init__(self, **kw):
-            self.events = []
+            self.events, self.num_cpus, self.dead = [], kw["num_cpus"], False
             seen["heads"].append(self)
+
+        def alive(self):
+            return not self.dead
 
         def start(self):
             self.events.append("start")
@@ -452,13 +468,19 @@ def _fake_sweep(monkeypatch, head_fails: bool = False):
                 raise RuntimeError("ray start did not come up")
             return self.address
 
-        def stop(self):
-            self.events.append("stop")
+        def stop(self, keep_logs=False):
+            self.events.append("stop, logs kept" if keep_logs else "stop")
 
-    monkeypatch.setattr(R, "launch", lambda config, **_: _completed_run(config))
+    monkeypatch.setattr(R, "launch", launch or (lambda config, **_: _completed_run(config)))
     monkeypatch.setattr(R, "SuperLink", Link)
     monkeypatch.setattr(R, "RayNode", Head)
     return R, seen
+
+
+def _heart(methods=("fedavg",), seeds=1):
+    from dataclasses import replace
+
+    return replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=methods, seeds=seeds)
 
 
 @pytest.mark.parametrize(("kw", "link_address", "heads"), [
@@ -467,32 +489,75 @@ def _fake_sweep(monkeypatch, head_fails: bool = False):
     ({"ray_address": "10.0.0.5:6379"}, "10.0.0.5:6379", 0),  # the user's cluster: no head of ours
 ])
 def test_a_sweep_runs_on_one_ray_head_it_starts_and_stops(tmp_path, monkeypatch, kw, link_address, heads):
-    from dataclasses import replace
+    from bouquet import preflight
 
+    monkeypatch.setattr(preflight, "usable_cpus", lambda: 3)
     R, seen = _fake_sweep(monkeypatch)
-    preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg", "fedkper"), seeds=2)
-    rows = R.run_sweep(preset, tmp_path, **kw)
+    rows = R.run_sweep(_heart(("fedavg", "fedkper"), 2), tmp_path, **kw)
     assert [r["status"] for r in rows] == ["finished:completed"] * 4
-    assert seen["links"] == [link_address]  # one SuperLink for the 4 runs
+    assert seen["links"] == [link_address] and seen["link_events"] == ["start", "stop"]  # one for the 4 runs
     assert len(seen["heads"]) == heads and all(h.events == ["start", "stop"] for h in seen["heads"])
-    again = R.run_sweep(preset, tmp_path)  # all kept: nothing starts
+    assert all(h.num_cpus == 3 for h in seen["heads"])  # the slots `federation` deals clients to
+    again = R.run_sweep(_heart(("fedavg", "fedkper"), 2), tmp_path)  # all kept: nothing starts
     assert [r["status"] for r in again] == ["finished:completed"] * 4 and len(seen["heads"]) == heads
 
 
 def test_a_ray_head_that_does_not_start_leaves_each_run_its_own_ray(tmp_path, monkeypatch, capsys):
-    from dataclasses import replace
-
     R, seen = _fake_sweep(monkeypatch, head_fails=True)
-    preset = replace(PRESETS["fedkper"], datasets=("heart-disease",), methods=("fedavg",), seeds=1)
-    rows = R.run_sweep(preset, tmp_path)
+    rows = R.run_sweep(_heart(), tmp_path)
     assert [r["status"] for r in rows] == ["finished:completed"] and seen["links"] == [None]
     assert "no Ray head for the sweep (ray start did not come up); each run starts its own Ray" in capsys.readouterr().out
 
 
-def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_behind(tmp_path, monkeypatch):
+def test_a_ray_head_that_died_is_replaced_before_the_next_run(tmp_path, monkeypatch, capsys):
+    box = {}
+
+    def launch(config, **_):
+        box["seen"]["heads"][-1].dead = config["seed"] == 0  # the head crashes during seed 0's run
+        return _completed_run(config)
+
+    R, box["seen"] = _fake_sweep(monkeypatch, launch=launch)
+    seen = box["seen"]
+    rows = R.run_sweep(_heart(seeds=2), tmp_path)
+    assert [r["status"] for r in rows] == ["finished:completed"] * 2
+    assert [h.events for h in seen["heads"]] == [["start", "stop, logs kept"], ["start", "stop"]]
+    assert seen["link_events"] == ["start", "stop", "start", "stop"]  # its SuperLink named the dead head
+    assert "the sweep's Ray head has stopped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["launch", "superlink stop"])
+def test_an_interrupted_sweep_stops_its_ray_head(tmp_path, monkeypatch, where):
+    def launch(config, **_):
+        if where == "launch":
+            raise KeyboardInterrupt  # Ctrl-C / SIGTERM during a run
+        return _completed_run(config)
+
+    R, seen = _fake_sweep(monkeypatch, launch=launch, link_stop_raises=where == "superlink stop")
+    with pytest.raises(KeyboardInterrupt):
+        R.run_sweep(_heart(), tmp_path)
+    assert seen["link_events"] == ["start", "stop"] and [h.events for h in seen["heads"]] == [["start", "stop"]]
+
+
+def test_cli_no_warm_ray_and_an_absolute_data_dir_reach_the_sweep(tmp_path, monkeypatch):
+    from bouquet import cli
+    from bouquet.simulations import reproduce as R
+
+    calls = []
+    monkeypatch.setattr(R, "reproduce", lambda name, **kw: calls.append(kw))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOUQUET_DATA", "data")  # relative: the runs' processes start elsewhere
+    for flag, warm in (([], True), (["--no-warm-ray"], False)):
+        assert cli.main(["reproduce", "fedkper", "--quick", *flag]) == 0
+        assert calls[-1]["warm_ray"] is warm and calls[-1]["overrides"]["data-dir"] == str(tmp_path / "data")
+    assert R.config_mismatch({"method": "fedavg", "data-dir": "/elsewhere"}, {"data-dir": "/here"}) == {}
+
+
+def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_behind(tmp_path, monkeypatch, capsys):
     """Real runs: the same two cells (2 clients, 2 rounds) with the sweep's Ray head and with a
     Ray started inside each run write identical metrics.csv; afterwards nothing runs from the
     head's temp dir."""
+    import csv
+
     import psutil
 
     from bouquet.simulations import launch as L
@@ -510,6 +575,9 @@ def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_b
     for name, warm in (("warm", True), ("cold", False)):
         R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg", "fedkper"),
                     overrides=small, out=tmp_path / name, warm_ray=warm)
+        assert (f"one Ray head for the sweep at {heads[0].address}" in capsys.readouterr().out) is warm
+        statuses = [row["status"] for row in csv.DictReader((tmp_path / name / "results.csv").open())]
+        assert statuses == ["finished:completed"] * 2
     assert len(heads) == 1
     for cell in ("fedavg_heart-disease_k4_s0", "fedkper_heart-disease_k4_s0"):
         [warm_csv] = (tmp_path / "warm" / "runs" / cell).glob("*/metrics.csv")

@@ -21,7 +21,7 @@ SWEEP = ("reproduce", "fedkper", "--quick", "--methods", "fedavg", "--run-config
 
 
 @pytest.mark.parametrize(("args", "said"), [(RUN, "interrupted: the run and its SuperLink were stopped"),
-                                            (SWEEP, "interrupted: the sweep's SuperLink and Ray were stopped")],
+                                            (SWEEP, "interrupted: the sweep's own SuperLink and Ray head (if it started one) were stopped")],
                          ids=["run", "reproduce"])
 def test_sigterm_stops_the_superlink_the_simulation_and_ray(tmp_path, args, said):
     env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
