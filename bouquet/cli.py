@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="run every simulation of the sweep on this existing Ray cluster (as for `bouquet run`)")
     rep.add_argument("--no-warm-ray", dest="warm_ray", action="store_false",
                      help="start Ray inside every run, as `bouquet run` does (default: one private Ray head on "
-                     "this machine serves the whole sweep; same numbers, about 2 s less a run)")
+                     "this machine serves the whole sweep; same numbers, 2-3 s less a run)")
     rep.add_argument("--supernode-per-client", action="store_true",
                      help="one SuperNode per client (default: a cell with more clients than cores runs them as "
                      "logical clients on one SuperNode per core; same numbers, less overhead)")
