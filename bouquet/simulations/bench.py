@@ -106,8 +106,8 @@ def bound(run_config: dict, clients: int, workers: int) -> dict:
 # --- Flower, with every process of the run measured ----------------------------------------
 class PssMonitor:
     """Peak of the summed PSS (proportional set size: shared pages split between sharers) of
-    processes and all their descendants (``pid_of``: one pid, or a list: e.g. the SuperLink and a
-    Ray head), sampled every ``every_s`` seconds in a thread."""
+    processes and all their descendants (``pid_of`` returns their pids, None for one not started:
+    e.g. the SuperLink and a Ray head), sampled every ``every_s`` seconds in a thread."""
 
     def __init__(self, pid_of, every_s: float = 0.5) -> None:
         self.pid_of, self.every_s, self.peak, self.samples = pid_of, every_s, 0, 0
@@ -126,12 +126,11 @@ class PssMonitor:
         import psutil  # noqa: PLC0415
 
         while not self._stop.wait(self.every_s):
-            pids = self.pid_of()
             tree = []
-            for pid in pids if isinstance(pids, list) else [pids]:
+            for pid in filter(None, self.pid_of()):
                 try:
-                    root = psutil.Process(pid) if pid is not None else None
-                    tree += [root, *root.children(recursive=True)] if root else []
+                    root = psutil.Process(pid)
+                    tree += [root, *root.children(recursive=True)]
                 except psutil.NoSuchProcess:
                     pass
             if not tree:
