@@ -521,9 +521,14 @@ def cell_name(method: str, dataset: str, clients: int, seed: int) -> str:
     return f"{method}_{dataset}_k{clients}_s{seed}"
 
 
+LEFT_OUT = "left out: made with another config"
+
+
 def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """One result row per cell folder under ``out/runs`` (its latest completed run; no
-    re-running), except the cells named in ``skip``."""
+    re-running), except the cells named in ``skip``. A run whose recorded config differs from
+    what this preset (with the command line's overrides) runs for its cell is not summarised: its
+    row says ``LEFT_OUT`` and which keys differ, so a table never averages two protocols."""
     results = []
     for cell in sorted(p for p in out.glob("runs/*") if p.is_dir()):
         done = completed_runs(cell)
@@ -532,11 +537,24 @@ def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset(
         summary_path = done[-1]
         meta = json.loads(summary_path.read_text())
         variant, scenario, k, seed = summary_path.parent.parent.name.rsplit("_", 3)  # {method}_{dataset}_k{K}_s{seed}
-        row = {"method": variant, "dataset": scenario, "clients": int(k[1:]), "seed": int(seed[1:]),
-               "status": "finished:completed", "seconds": meta.get("wall_seconds"),
-               "run": str(summary_path.parent.relative_to(out))}
+        row = {"method": variant, "dataset": scenario, "clients": int(k[1:]), "seed": int(seed[1:])}
+        try:
+            differs = config_mismatch(run_config_of(preset, scenario, variant, row["seed"]), meta.get("run_config", {}))
+            reason = ", ".join(f"{key}={a!r} (this preset: {b!r})" for key, (a, b) in differs.items())
+        except Exception as exc:  # noqa: BLE001 (e.g. a cell of another preset: its dataset is no scenario here)
+            reason = f"not a cell of this preset ({type(exc).__name__}: {exc})"
+        if reason:
+            print(f"[reproduce] {cell.name}: {LEFT_OUT}: {reason}", flush=True)
+            results.append(row | {"status": LEFT_OUT, "config_differs": reason})
+            continue
+        row |= {"status": "finished:completed", "seconds": meta.get("wall_seconds"),
+                "run": str(summary_path.parent.relative_to(out))}
         results.append(row | summarize_run(summary_path.parent, preset))
     return results
+
+
+def completed(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if str(r.get("status", "")).endswith("completed")]
 
 
 def write_csv(results: list[dict[str, Any]], path: Path) -> None:
@@ -568,7 +586,7 @@ def seeds_label(n: int) -> str:
 def markdown_table(results: list[dict[str, Any]], preset: Preset, prefix: str = "") -> str:
     """One block per (dataset, clients): rows = methods, columns = settings, mean ± std (%).
     ``prefix="code:"`` reads the columns selected with the FedLoG code's validation weighting."""
-    lines = []
+    lines, results = [], completed(results)  # a failed or left-out run is no seed of the mean
     groups = sorted({(r["dataset"], r["clients"]) for r in results},
                     key=lambda g: (preset.datasets.index(g[0]) if g[0] in preset.datasets else 99, g[1]))
     for dataset, k in groups:
@@ -616,6 +634,11 @@ def report(results: list[dict[str, Any]], preset: Preset, name: str = "") -> tup
     for i, (label, sentence, prefix) in enumerate(others, start=2):
         parts += [f"## Table {i} of {len(others) + 1}: {label}", "", sentence, "",
                   markdown_table(results, preset, prefix=prefix)]
+    if missing := [r for r in results if r not in completed(results)]:
+        parts += ["## Runs not in these tables", "", "| method | dataset | clients | seed | why |", "|---|---|---|---|---|"]
+        parts += [f"| {r['method']} | {r['dataset']} | {r['clients']} | {r['seed']} | {r['status']}"
+                  f"{': ' + r['config_differs'] if r.get('config_differs') else ''} |" for r in missing]
+        parts.append("")
     return headline, "\n".join(parts)
 
 
@@ -625,6 +648,7 @@ def plot(results: list[dict[str, Any]], preset: Preset, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
+    results = completed(results)
     for dataset in sorted({r["dataset"] for r in results}):
         ks = sorted({r["clients"] for r in results if r["dataset"] == dataset})
         fig, axes = plt.subplots(1, len(ks), figsize=(4.5 * len(ks), 3.6), squeeze=False)

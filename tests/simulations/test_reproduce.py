@@ -63,7 +63,8 @@ def test_mean_std_in_percent():
 
 def test_markdown_table_rows_are_methods_and_columns_settings():
     preset = PRESETS["fedlog"]
-    results = [{"method": m, "dataset": "cora", "clients": 3, "seed": s, **{metric: 0.5 + 0.1 * s for _, metric in preset.settings}}
+    results = [{"method": m, "dataset": "cora", "clients": 3, "seed": s, "status": "finished:completed",
+                **{metric: 0.5 + 0.1 * s for _, metric in preset.settings}}
                for m in ("fedlog", "fedavg") for s in (0, 1)]
     table = markdown_table(results, preset)
     lines = table.splitlines()
@@ -198,7 +199,8 @@ def test_round_curves_average_each_round_over_seeds_and_plot(tmp_path):
 
 def test_markdown_table_names_each_methods_seed_count_when_they_differ():
     preset = PRESETS["fedkper"]
-    results = [{"method": m, "dataset": "cifar10-a0.1", "clients": 20, "seed": s, "global_model@global_test": 0.3}
+    results = [{"method": m, "dataset": "cifar10-a0.1", "clients": 20, "seed": s, "status": "finished:completed",
+                "global_model@global_test": 0.3}
                for m, seeds in (("fedkper", (0, 1, 2)), ("ditto", (0,))) for s in seeds]
     lines = markdown_table(results, preset).splitlines()
     assert lines[0] == "### cifar10-a0.1, 20 clients (3 seeds; per method in brackets)"
@@ -208,7 +210,7 @@ def test_markdown_table_names_each_methods_seed_count_when_they_differ():
 
 def _rows(preset, seeds, methods=("fedlog", "fedavg"), dataset="cora", k=3):
     """Result rows with every column (headline, ``code:`` and ``last:``) set apart by value."""
-    return [{"method": m, "dataset": dataset, "clients": k, "seed": s,
+    return [{"method": m, "dataset": dataset, "clients": k, "seed": s, "status": "finished:completed",
              **{metric: 0.5 + 0.1 * s for _, metric in preset.settings},
              **{"code:" + metric: 0.4 for _, metric in preset.settings},
              **{"last:" + metric: 0.3 for _, metric in preset.settings}} for m in methods for s in seeds]
@@ -585,3 +587,51 @@ def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_b
         assert warm_csv.read_bytes() == cold_csv.read_bytes() and len(warm_csv.read_bytes()) > 1000
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(heads[0].temp_dir) in " ".join(p.info["cmdline"] or [])]
     assert not left and not heads[0].temp_dir.exists()
+
+
+def test_a_table_never_averages_runs_made_with_another_config_nor_counts_a_failed_run_as_a_seed(tmp_path, monkeypatch):
+    """Seed 1 rerun with another learning rate into the folder: a rebuild with the preset's
+    config tabulates seed 0 alone and names seed 1 and the key; with the override, the reverse.
+    A failed run is listed, never counted in a block's seeds."""
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    from bouquet.config import RunConfig
+    from bouquet.simulations import reproduce as R
+
+    def fake_launch(config, **_):
+        run = Path(config["output-dir"]) / f"run-lr{config['learning-rate']}"
+        run.mkdir(parents=True)
+        acc = 0.5 if config["learning-rate"] == 0.02 else 0.9
+        (run / "metrics.csv").write_text(f"round,partition_id,metric,value\n1,,global_model@global_test,{acc}\n")
+        recorded = RunConfig.from_run_config({k: v for k, v in config.items() if k != "num-clients"}).to_run_config()
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": recorded}))
+        return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    common = {"datasets": ("heart-disease",), "methods": ("fedavg",), "out": tmp_path}
+    R.reproduce("fedkper", seeds=(0, 1), **common)
+    R.reproduce("fedkper", seeds=(1,), overrides={"learning-rate": 0.02}, **common)
+
+    R.reproduce("fedkper", seeds=(0, 1), rebuild_only=True, **common)
+    rows = {r["seed"]: r for r in csv.DictReader((tmp_path / "results.csv").open())}
+    assert rows["0"]["status"] == "finished:completed" and rows["0"]["global_model@global_test"] == "0.9"
+    assert rows["1"]["status"] == R.LEFT_OUT and "learning-rate=0.02" in rows["1"]["config_differs"]
+    assert rows["1"]["global_model@global_test"] == ""  # never summarised
+    table = (tmp_path / "table.md").read_text()
+    assert "heart-disease, 4 clients (1 seed, no spread)" in table and "| fedavg | 90.0 |" in table
+    assert "## Runs not in these tables" in table and "learning-rate=0.02 (this preset: 0.01)" in table
+
+    R.reproduce("fedkper", seeds=(0, 1), rebuild_only=True, overrides={"learning-rate": 0.02}, **common)
+    rows = {r["seed"]: r for r in csv.DictReader((tmp_path / "results.csv").open())}
+    assert rows["1"]["global_model@global_test"] == "0.5" and rows["0"]["status"] == R.LEFT_OUT
+
+    failed = {"method": "fedavg", "dataset": "heart-disease", "clients": 4, "seed": 2, "status": "finished:failed"}
+    ok = {"method": "fedavg", "dataset": "heart-disease", "clients": 4, "seed": 0, "status": "finished:completed",
+          "global_model@global_test": 0.9}
+    _, text = R.report([ok, failed], R.build_preset("fedkper", datasets=("heart-disease",), methods=("fedavg",)))
+    assert "(1 seed, no spread)" in text and "| fedavg | heart-disease | 4 | 2 | finished:failed |" in text
