@@ -17,6 +17,7 @@ import csv
 import importlib
 import json
 import math
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -369,19 +370,45 @@ def run_config_of(preset: Preset, dataset: str, method: str, seed: int) -> dict[
             **preset.method_config.get(method, {}), **preset.overrides, "seed": seed}
 
 
-RUN_SPECIFIC = ("output-dir", "num-clients", "resume-from", "data-dir")  # how a run was executed, not what it computed
+# how a run was executed, not what it computed: never compared between a run and a sweep's config
+RUN_SPECIFIC = ("output-dir", "num-clients", "resume-from", "data-dir", "federation-size", "round-timeout")
+
+
+# method-specific key families and the registry module that alone reads them (clients/ or strategies/):
+# a run of another method is not compared on them (GeFL runs made while fedlpa-concept-map had another
+# default computed the same numbers)
+KEY_FAMILIES = {"fedlog-": "fedlog", "fedpub-": "fedpub", "gefl-": "gefl", "gcd-": "fedlpa", "fedlpa-": "fedlpa",
+                "fedkper-": "fedkper", "fedntd-": "fedntd", "ditto-": "ditto"}
+
+
+def _reads(method: str, key: str) -> bool:
+    """Whether ``method`` can depend on ``key``: False only for another method's key family."""
+    from bouquet.registry import METHODS  # noqa: PLC0415
+
+    family = next((module for prefix, module in KEY_FAMILIES.items() if key.startswith(prefix)), None)
+    if family is None or method not in METHODS:
+        return True
+    m = METHODS[method]
+    return family in {path.rpartition(".")[2].partition(":")[0] for path in (m.client_path, m.strategy_path)}
 
 
 def config_mismatch(intended: dict[str, Any], kept: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{key: (kept, intended)} for each key this sweep sets whose value differs in a kept run's
-    recorded run config (values normalised by ``RunConfig``; a key the older run did not record
-    is not compared, nor are defaults the sweep leaves alone: another method's new key must not
-    invalidate every kept run)."""
+    """{key: (kept, intended)} for each key whose value in a run's recorded config differs from
+    the config the sweep would run now, defaults included (values normalised by ``RunConfig``),
+    except ``RUN_SPECIFIC`` keys and other methods' key families (``KEY_FAMILIES``). A key the run
+    did not record (it predates the key) counts as today's default, so a protocol change made
+    through a new key is caught; a recorded key that no longer exists is ignored."""
     from bouquet.config import RunConfig  # noqa: PLC0415
 
-    given = {k: v for k, v in intended.items() if k not in RUN_SPECIFIC}
-    want = RunConfig.from_run_config(given).to_run_config()
-    return {k: (kept[k], want[k]) for k in given if k in kept and k in want and kept[k] != want[k]}
+    want = RunConfig.from_run_config({k: v for k, v in intended.items() if k not in RUN_SPECIFIC}).to_run_config()
+    default = RunConfig.from_run_config({}).to_run_config()
+    had = {**default, **{k: v for k, v in kept.items() if k in want}}
+    try:  # normalised as today's code reads them (an int recorded for a float key)
+        had = RunConfig.from_run_config({k: v for k, v in had.items() if k not in RUN_SPECIFIC}).to_run_config()
+    except Exception:  # noqa: BLE001, S110 (a value today's code rejects simply differs)
+        pass
+    return {k: (had.get(k), want[k]) for k in want
+            if k not in RUN_SPECIFIC and had.get(k) != want[k] and _reads(want["method"], k)}
 
 
 def check_sweep(preset: Preset, out: Path) -> None:
@@ -429,35 +456,34 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
         for dataset, k, method, seed in bar:
             bar.set_postfix_str(f"{method} {dataset} K={k} seed={seed}")
             run_out = out / "runs" / cell_name(method, dataset, k, seed)
-            done = completed_runs(run_out)
-            differs = config_mismatch(run_config_of(preset, dataset, method, seed),
-                                      json.loads(done[-1].read_text()).get("run_config", {})) if done else {}
+            kept, differs = pick_run(run_out, run_config_of(preset, dataset, method, seed))
             if differs:  # e.g. a preset whose protocol changed: never mix it into the table
-                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: the run in {done[-1].parent} was "
-                           f"made with another config ({', '.join(f'{a}={b[0]!r}, now {b[1]!r}' for a, b in differs.items())}); "
-                           "running it again")
-                done = []
-            if done:  # the same command again continues an interrupted sweep
-                meta = json.loads(done[-1].read_text())
+                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: the run in {run_out} was made with "
+                           f"another config ({differs}); running it again")
+            if kept is not None:  # the same command again continues an interrupted sweep
+                meta = json.loads(kept.read_text())
                 results.append({"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                 "status": "finished:completed", "seconds": meta.get("wall_seconds"),
-                                "run": str(done[-1].parent.relative_to(out))}
-                               | summarize_run(done[-1].parent, preset))
-                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {done[-1].parent}")
+                                "run": str(kept.parent.relative_to(out))}
+                               | summarize_run(kept.parent, preset))
+                tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {kept.parent}")
                 write_csv(results + others, results_csv)
                 continue
             supernodes, logical = federation(k, supernode_per_client or ray_address is not None)
             config = {**run_config_of(preset, dataset, method, seed), "output-dir": str(run_out), **logical}
-            t0 = time.monotonic()
+            t0, before = time.monotonic(), set(run_out.glob("*/summary.json"))
             res = launch(config, num_supernodes=supernodes, echo=False, superlink=runtime.superlink())
             row: dict[str, Any] = {"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                    "status": res.status, "seconds": round(time.monotonic() - t0, 1)}
-            summaries = completed_runs(run_out)
+            summaries = [p for p in completed_runs(run_out) if p not in before]  # this run's, not an older one
             if res.ok and summaries:
                 row |= {"run": str(summaries[-1].parent.relative_to(out))} | summarize_run(summaries[-1].parent, preset)
             else:
+                if res.ok:  # Flower says completed, yet no completed summary.json: not a result
+                    row["status"] = "no completed summary.json"
+                row["reason"] = str(res.reason or "")[:300]
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: {res.status}\n{res.output[-2000:]}\n"
-                           f"[reproduce] {method} {dataset} K={k} seed={seed}: {res.status}: {res.reason}")
+                           f"[reproduce] {method} {dataset} K={k} seed={seed}: {row['status']}: {res.reason}")
             results.append(row)
             tqdm.write("[reproduce] " + json.dumps(row))
             write_csv(results + others, results_csv)
@@ -508,12 +534,38 @@ class SweepRuntime:
                     tqdm.write(f"[reproduce] the Ray head's logs are kept in {head.temp_dir}")
 
 
+_STAMP = re.compile(r"_(\d{8}-\d{6})_\d+$")  # server_app.run_name: ..._{YYYYmmdd-HHMMSS}_{run id}
+
+
+def _started(summary: Path) -> tuple[str, str]:
+    m = _STAMP.search(summary.parent.name)
+    return (m.group(1) if m else "", summary.parent.name)
+
+
 def completed_runs(cell: Path) -> list[Path]:
-    """The summary.json files of a cell's runs that completed, oldest first. A run that ended
+    """The summary.json files of a cell's runs that completed, oldest first by the start stamp in
+    the run folder's name (not by the name: it starts with the partitioner). A run that ended
     failed (its summary says so, e.g. every reply rejected) is never kept or tabulated: the next
     sweep runs the cell again."""
-    return [p for p in sorted(cell.glob("*/summary.json"))
+    return [p for p in sorted(cell.glob("*/summary.json"), key=_started)
             if json.loads(p.read_text()).get("status", "completed") == "completed"]
+
+
+def pick_run(cell: Path, intended: dict[str, Any]) -> tuple[Path | None, str]:
+    """(the newest completed run of ``cell`` made with ``intended``'s config, or None; when none is,
+    what differs in the newest completed run, "" if there is none)."""
+    done = completed_runs(cell)
+    newest = ""
+    for path in reversed(done):
+        try:
+            differs = config_mismatch(intended, json.loads(path.read_text()).get("run_config", {}))
+            reason = ", ".join(f"{key}={a!r} (this preset: {b!r})" for key, (a, b) in differs.items())
+        except Exception as exc:  # noqa: BLE001 (e.g. a cell of another preset: its dataset is no scenario here)
+            reason = f"not a cell of this preset ({type(exc).__name__}: {exc})"
+        if not reason:
+            return path, ""
+        newest = newest or reason
+    return None, newest
 
 
 def cell_name(method: str, dataset: str, clients: int, seed: int) -> str:
@@ -525,31 +577,28 @@ LEFT_OUT = "left out: made with another config"
 
 
 def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """One result row per cell folder under ``out/runs`` (its latest completed run; no
-    re-running), except the cells named in ``skip``. A run whose recorded config differs from
-    what this preset (with the command line's overrides) runs for its cell is not summarised: its
-    row says ``LEFT_OUT`` and which keys differ, so a table never averages two protocols."""
+    """One result row per cell folder under ``out/runs`` (its newest completed run made with the
+    config this preset, with the command line's overrides, runs for the cell; no re-running),
+    except the cells named in ``skip``. A cell without one is not summarised: its row says
+    ``LEFT_OUT`` and which keys differ, or that its runs failed, so a table never averages two
+    protocols and names every run it does not hold."""
     results = []
     for cell in sorted(p for p in out.glob("runs/*") if p.is_dir()):
-        done = completed_runs(cell)
-        if not done or cell.name in skip:
+        if cell.name in skip or not any(cell.glob("*/summary.json")):
             continue
-        summary_path = done[-1]
-        meta = json.loads(summary_path.read_text())
-        variant, scenario, k, seed = summary_path.parent.parent.name.rsplit("_", 3)  # {method}_{dataset}_k{K}_s{seed}
+        variant, scenario, k, seed = cell.name.rsplit("_", 3)  # {method}_{dataset}_k{K}_s{seed}
         row = {"method": variant, "dataset": scenario, "clients": int(k[1:]), "seed": int(seed[1:])}
-        try:
-            differs = config_mismatch(run_config_of(preset, scenario, variant, row["seed"]), meta.get("run_config", {}))
-            reason = ", ".join(f"{key}={a!r} (this preset: {b!r})" for key, (a, b) in differs.items())
-        except Exception as exc:  # noqa: BLE001 (e.g. a cell of another preset: its dataset is no scenario here)
-            reason = f"not a cell of this preset ({type(exc).__name__}: {exc})"
-        if reason:
+        kept, reason = pick_run(cell, run_config_of(preset, scenario, variant, row["seed"]))
+        if kept is not None:
+            meta = json.loads(kept.read_text())
+            results.append(row | {"status": "finished:completed", "seconds": meta.get("wall_seconds"),
+                                  "run": str(kept.parent.relative_to(out))} | summarize_run(kept.parent, preset))
+        elif reason:
             print(f"[reproduce] {cell.name}: {LEFT_OUT}: {reason}", flush=True)
-            results.append(row | {"status": LEFT_OUT, "config_differs": reason})
-            continue
-        row |= {"status": "finished:completed", "seconds": meta.get("wall_seconds"),
-                "run": str(summary_path.parent.relative_to(out))}
-        results.append(row | summarize_run(summary_path.parent, preset))
+            results.append(row | {"status": LEFT_OUT, "reason": reason})
+        else:  # only failed runs: named, never summarised
+            last = json.loads(max(cell.glob("*/summary.json"), key=_started).read_text())
+            results.append(row | {"status": "finished:failed", "reason": str(last.get("failure", ""))[:300]})
     return results
 
 
@@ -588,7 +637,7 @@ def markdown_table(results: list[dict[str, Any]], preset: Preset, prefix: str = 
     ``prefix="code:"`` reads the columns selected with the FedLoG code's validation weighting."""
     lines, results = [], completed(results)  # a failed or left-out run is no seed of the mean
     groups = sorted({(r["dataset"], r["clients"]) for r in results},
-                    key=lambda g: (preset.datasets.index(g[0]) if g[0] in preset.datasets else 99, g[1]))
+                    key=lambda g: (preset.datasets.index(g[0]) if g[0] in preset.datasets else 99, g[0], g[1]))
     for dataset, k in groups:
         rows = [r for r in results if r["dataset"] == dataset and r["clients"] == k]
         per_method = {m: len({r["seed"] for r in rows if r["method"] == m}) for m in preset.methods}
@@ -637,7 +686,7 @@ def report(results: list[dict[str, Any]], preset: Preset, name: str = "") -> tup
     if missing := [r for r in results if r not in completed(results)]:
         parts += ["## Runs not in these tables", "", "| method | dataset | clients | seed | why |", "|---|---|---|---|---|"]
         parts += [f"| {r['method']} | {r['dataset']} | {r['clients']} | {r['seed']} | {r['status']}"
-                  f"{': ' + r['config_differs'] if r.get('config_differs') else ''} |" for r in missing]
+                  f"{': ' + str(r['reason']) if r.get('reason') else ''} |" for r in missing]
         parts.append("")
     return headline, "\n".join(parts)
 

@@ -6,6 +6,13 @@ from bouquet.simulations.reproduce import PRESETS, markdown_table, mean_std, sel
 
 
 
+def _recorded(config):
+    """The run config a real run records in summary.json (normalised, defaults included)."""
+    from bouquet.config import RunConfig
+
+    return RunConfig.from_run_config({k: v for k, v in config.items() if k != "num-clients"}).to_run_config()
+
+
 class _NoSuperLink:
     """Stands in for the sweep's private SuperLink when ``launch`` is faked."""
 
@@ -111,7 +118,7 @@ def test_sweep_run_again_keeps_finished_runs_and_runs_only_the_rest(tmp_path, mo
         run.mkdir(parents=True)
         (run / "metrics.csv").write_text("round,partition_id,metric,value\n"
                                          f"1,,global_model@global_test,{0.5 + config['seed'] / 10}\n")
-        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": _recorded(config)}))
         return SimpleNamespace(ok=True, status="finished:completed", output="")
 
     monkeypatch.setattr(R, "launch", fake_launch)
@@ -154,7 +161,8 @@ def test_a_subset_run_into_a_sweep_folder_keeps_the_earlier_runs_in_results_and_
         run.mkdir(parents=True)
         acc = {"fedavg": 0.5, "fedkper": 0.7}[config["method"]] + config["seed"] / 10
         (run / "metrics.csv").write_text(f"round,partition_id,metric,value\n1,,global_model@global_test,{acc}\n")
-        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "clients": 4, "seed": config["seed"]}))
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "clients": 4, "seed": config["seed"],
+                                                       "run_config": _recorded(config)}))
         return SimpleNamespace(ok=True, status="finished:completed", output="")
 
     monkeypatch.setattr(R, "launch", fake_launch)
@@ -362,9 +370,9 @@ def test_a_kept_run_made_with_another_config_is_run_again(tmp_path, monkeypatch)
     changed = replace(preset, run_config={**preset.run_config, "learning-rate": 0.02})
     R.run_sweep(changed, tmp_path)
     assert len(calls) == 2 and calls[-1]["learning-rate"] == 0.02
-    assert R.config_mismatch({"method": "fedavg", "learning-rate": 0.02}, {"learning-rate": 0.01, "output-dir": "x"}) \
-        == {"learning-rate": (0.01, 0.02)}
-    assert R.config_mismatch({"method": "fedavg", "learning-rate": 1}, {"learning-rate": 1.0}) == {}  # TOML int vs float
+    assert R.config_mismatch({"method": "fedavg", "learning-rate": 0.02},
+                             {"method": "fedavg", "learning-rate": 0.01, "output-dir": "x"}) == {"learning-rate": (0.01, 0.02)}
+    assert R.config_mismatch({"method": "fedavg", "learning-rate": 1}, {"method": "fedavg", "learning-rate": 1.0}) == {}
 
 
 def test_an_interrupted_subset_sweep_leaves_the_folders_earlier_runs_in_results_csv(tmp_path, monkeypatch):
@@ -407,7 +415,8 @@ def test_a_run_that_ended_failed_is_never_kept_nor_tabulated_and_runs_again(tmp_
         run = Path(config["output-dir"]) / f"run{len(calls)}"
         run.mkdir(parents=True)
         (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
-        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "status": "failed" if failed else "completed"}))
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "status": "failed" if failed else "completed",
+                                                       "failure": "every reply rejected", "run_config": _recorded(config)}))
         return SimpleNamespace(ok=not failed, status="finished:failed" if failed else "finished:completed", output="",
                                reason="no round had min-replies=1 sound update(s)")
 
@@ -418,7 +427,7 @@ def test_a_run_that_ended_failed_is_never_kept_nor_tabulated_and_runs_again(tmp_
     R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [r["status"] for r in rows] == ["finished:failed"]  # not also a "completed" row from its summary
-    assert R.scan(preset, tmp_path) == []
+    assert [(r["status"], r["reason"]) for r in R.scan(preset, tmp_path)] == [("finished:failed", "every reply rejected")]
     R.reproduce("fedkper", seeds=(0,), datasets=("heart-disease",), methods=("fedavg",), out=tmp_path)
     assert len(calls) == 2  # run again, not kept
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
@@ -433,7 +442,7 @@ def _completed_run(config):
     run = Path(config["output-dir"]) / "run"
     run.mkdir(parents=True)
     (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
-    (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0}))
+    (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": _recorded(config)}))
     return SimpleNamespace(ok=True, status="finished:completed", output="")
 
 
@@ -551,7 +560,7 @@ def test_cli_no_warm_ray_and_an_absolute_data_dir_reach_the_sweep(tmp_path, monk
     for flag, warm in (([], True), (["--no-warm-ray"], False)):
         assert cli.main(["reproduce", "fedkper", "--quick", *flag]) == 0
         assert calls[-1]["warm_ray"] is warm and calls[-1]["overrides"]["data-dir"] == str(tmp_path / "data")
-    assert R.config_mismatch({"method": "fedavg", "data-dir": "/elsewhere"}, {"data-dir": "/here"}) == {}
+    assert R.config_mismatch({"method": "fedavg", "data-dir": "/elsewhere"}, {"method": "fedavg", "data-dir": "/here"}) == {}
 
 
 def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_behind(tmp_path, monkeypatch, capsys):
@@ -590,23 +599,23 @@ def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_b
 
 
 def test_a_table_never_averages_runs_made_with_another_config_nor_counts_a_failed_run_as_a_seed(tmp_path, monkeypatch):
-    """Seed 1 rerun with another learning rate into the folder: a rebuild with the preset's
-    config tabulates seed 0 alone and names seed 1 and the key; with the override, the reverse.
-    A failed run is listed, never counted in a block's seeds."""
+    """Seeds 1 and 2 run again with another learning rate into the folder: a rebuild with the
+    preset's config tabulates each cell's newest run made with it (seeds 0 and 1) and names seed 2
+    and the key; with the override, the reverse. A failed run is listed, never counted as a seed."""
     import csv
     import json
     from types import SimpleNamespace
 
-    from bouquet.config import RunConfig
     from bouquet.simulations import reproduce as R
 
+    stamps = iter(f"20260101-0000{i:02d}" for i in range(10))
+
     def fake_launch(config, **_):
-        run = Path(config["output-dir"]) / f"run-lr{config['learning-rate']}"
+        run = Path(config["output-dir"]) / f"fedavg_heart-disease_natural_k4_s{config['seed']}_{next(stamps)}_1"
         run.mkdir(parents=True)
         acc = 0.5 if config["learning-rate"] == 0.02 else 0.9
         (run / "metrics.csv").write_text(f"round,partition_id,metric,value\n1,,global_model@global_test,{acc}\n")
-        recorded = RunConfig.from_run_config({k: v for k, v in config.items() if k != "num-clients"}).to_run_config()
-        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": recorded}))
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": _recorded(config)}))
         return SimpleNamespace(ok=True, status="finished:completed", output="")
 
     monkeypatch.setattr(R, "launch", fake_launch)
@@ -615,23 +624,63 @@ def test_a_table_never_averages_runs_made_with_another_config_nor_counts_a_faile
     monkeypatch.setattr(R, "plot", lambda *a: None)
     common = {"datasets": ("heart-disease",), "methods": ("fedavg",), "out": tmp_path}
     R.reproduce("fedkper", seeds=(0, 1), **common)
-    R.reproduce("fedkper", seeds=(1,), overrides={"learning-rate": 0.02}, **common)
+    R.reproduce("fedkper", seeds=(1, 2), overrides={"learning-rate": 0.02}, **common)
 
-    R.reproduce("fedkper", seeds=(0, 1), rebuild_only=True, **common)
-    rows = {r["seed"]: r for r in csv.DictReader((tmp_path / "results.csv").open())}
-    assert rows["0"]["status"] == "finished:completed" and rows["0"]["global_model@global_test"] == "0.9"
-    assert rows["1"]["status"] == R.LEFT_OUT and "learning-rate=0.02" in rows["1"]["config_differs"]
-    assert rows["1"]["global_model@global_test"] == ""  # never summarised
+    def rows():
+        return {r["seed"]: r for r in csv.DictReader((tmp_path / "results.csv").open())}
+
+    R.reproduce("fedkper", seeds=(0, 1, 2), rebuild_only=True, **common)
+    got = rows()
+    assert [got[s]["global_model@global_test"] for s in "01"] == ["0.9", "0.9"]
+    assert got["2"]["status"] == R.LEFT_OUT and "learning-rate=0.02" in got["2"]["reason"]
+    assert got["2"]["global_model@global_test"] == ""  # never summarised
     table = (tmp_path / "table.md").read_text()
-    assert "heart-disease, 4 clients (1 seed, no spread)" in table and "| fedavg | 90.0 |" in table
+    assert "heart-disease, 4 clients (2 seeds)" in table and "| fedavg | 90.0 ± 0.0 |" in table
     assert "## Runs not in these tables" in table and "learning-rate=0.02 (this preset: 0.01)" in table
 
-    R.reproduce("fedkper", seeds=(0, 1), rebuild_only=True, overrides={"learning-rate": 0.02}, **common)
-    rows = {r["seed"]: r for r in csv.DictReader((tmp_path / "results.csv").open())}
-    assert rows["1"]["global_model@global_test"] == "0.5" and rows["0"]["status"] == R.LEFT_OUT
+    R.reproduce("fedkper", seeds=(0, 1, 2), rebuild_only=True, overrides={"learning-rate": 0.02}, **common)
+    got = rows()
+    assert [got[s]["global_model@global_test"] for s in "12"] == ["0.5", "0.5"] and got["0"]["status"] == R.LEFT_OUT
 
     failed = {"method": "fedavg", "dataset": "heart-disease", "clients": 4, "seed": 2, "status": "finished:failed"}
     ok = {"method": "fedavg", "dataset": "heart-disease", "clients": 4, "seed": 0, "status": "finished:completed",
           "global_model@global_test": 0.9}
     _, text = R.report([ok, failed], R.build_preset("fedkper", datasets=("heart-disease",), methods=("fedavg",)))
     assert "(1 seed, no spread)" in text and "| fedavg | heart-disease | 4 | 2 | finished:failed |" in text
+
+
+def test_the_newest_run_is_the_latest_start_not_the_last_name(tmp_path):
+    """Run folders start with the partitioner: a cell rerun after a partitioner change sorts its
+    new run before the old one by name; the start stamp decides."""
+    import json
+
+    from bouquet.simulations import reproduce as R
+
+    preset = R.build_preset("fedkper", datasets=("heart-disease",), methods=("fedavg",), seeds=(0,))
+    cell = tmp_path / "runs" / "fedavg_heart-disease_k4_s0"
+    intended = R.run_config_of(preset, "heart-disease", "fedavg", 0)
+    for name, acc in (("fedavg_heart-disease_natural_k4_s0_20260101-000000_1", 0.1),
+                      ("fedavg_heart-disease_iid_k4_s0_20260102-000000_2", 0.2)):  # newer, sorts first
+        (cell / name).mkdir(parents=True)
+        (cell / name / "metrics.csv").write_text(f"round,partition_id,metric,value\n1,,global_model@global_test,{acc}\n")
+        (cell / name / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": _recorded(intended)}))
+    assert [p.parent.name[-1] for p in R.completed_runs(cell)] == ["1", "2"]
+    assert R.pick_run(cell, intended)[0].parent.name.endswith("_2")
+    assert R.scan(preset, tmp_path)[0]["global_model@global_test"] == 0.2
+
+
+def test_only_keys_a_method_reads_and_how_the_run_was_executed_are_compared():
+    from bouquet.simulations import reproduce as R
+
+    # another method's key family (a GeFL run made while fedlpa-concept-map had another default)
+    assert R.config_mismatch({"method": "hetero-fedavg", "dataset": "mnist"},
+                             {"method": "hetero-fedavg", "dataset": "mnist", "fedlpa-concept-map": "majority"}) == {}
+    assert R.config_mismatch({"method": "fedlpa", "dataset": "fashion-mnist"},
+                             {"method": "fedlpa", "dataset": "fashion-mnist", "fedlpa-concept-map": "majority"}) \
+        == {"fedlpa-concept-map": ("majority", "hungarian")}
+    # a key the run predates counts as today's default: the preset's value differs from it
+    assert R.config_mismatch({"method": "fedavg", "local-test-split": "per-class"}, {"method": "fedavg"}) \
+        == {"local-test-split": ("stratified", "per-class")}
+    # how a run was executed
+    assert R.config_mismatch({"method": "fedavg", "round-timeout": 7200, "federation-size": 3},
+                             {"method": "fedavg", "round-timeout": 3600.0, "federation-size": 2}) == {}
