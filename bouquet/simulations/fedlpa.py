@@ -60,7 +60,9 @@ def k_estimates(metrics_csv: Path) -> list[tuple[int, int, float, float]]:
 
 
 def report(results: list[dict[str, Any]], preset, out: Path) -> str:
-    done = [{**r, **_final(r, out)} for r in results if str(r.get("status", "")).endswith("completed")]
+    from bouquet.simulations.reproduce import completed  # noqa: PLC0415
+
+    done = [{**r, **_final(r, out)} for r in completed(results)]
     datasets = [d for d in preset.datasets if any(r["dataset"] == d for r in done)]
     lines = ["## All / Old / New per method and α (final round)", "",
              "Accuracy %, one Hungarian matching over all classes (SimGCD's `split_cluster_acc_v2`), mean ± std over "

@@ -35,10 +35,12 @@ def _paper(short: str, method: str) -> float | None:
 
 
 def _values(results: list[dict[str, Any]], key: str) -> dict[tuple[str, str], list[float]]:
+    from bouquet.simulations.reproduce import completed  # noqa: PLC0415
+
     out: dict[tuple[str, str], list[float]] = {}
-    for r in results:
+    for r in completed(results):
         v = r.get(key)
-        if v is not None and v == v and str(r.get("status", "")).endswith("completed"):
+        if v is not None and v == v:
             out.setdefault((str(r["dataset"]), str(r["method"])), []).append(100.0 * float(v))
     return out
 

@@ -14,6 +14,7 @@ config as a TOML file for ``flwr run <app> --run-config <file>``.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import json
 import math
@@ -392,6 +393,13 @@ def _reads(method: str, key: str) -> bool:
     return family in {path.rpartition(".")[2].partition(":")[0] for path in (m.client_path, m.strategy_path)}
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    from bouquet.config import RunConfig  # noqa: PLC0415
+
+    return RunConfig.from_run_config({}).to_run_config()
+
+
 def config_mismatch(intended: dict[str, Any], kept: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{key: (kept, intended)} for each key whose value in a run's recorded config differs from
     the config the sweep would run now, defaults included (values normalised by ``RunConfig``),
@@ -401,8 +409,7 @@ def config_mismatch(intended: dict[str, Any], kept: dict[str, Any]) -> dict[str,
     from bouquet.config import RunConfig  # noqa: PLC0415
 
     want = RunConfig.from_run_config({k: v for k, v in intended.items() if k not in RUN_SPECIFIC}).to_run_config()
-    default = RunConfig.from_run_config({}).to_run_config()
-    had = {**default, **{k: v for k, v in kept.items() if k in want}}
+    had = {**_defaults(), **{k: v for k, v in kept.items() if k in want}}
     try:  # normalised as today's code reads them (an int recorded for a float key)
         had = RunConfig.from_run_config({k: v for k, v in had.items() if k not in RUN_SPECIFIC}).to_run_config()
     except Exception:  # noqa: BLE001, S110 (a value today's code rejects simply differs)
