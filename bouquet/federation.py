@@ -24,13 +24,36 @@ NUM_PARTITIONS = "num-partitions"
 MAX_PARTITIONS = 10_000_000  # a larger claimed federation is malformed
 
 
+PULL_FUNCTIONS = "flwr.supercore.inflatable.inflatable_utils"  # pull_objects and its tree variant (flwr pinned)
+
+
+def cap_object_pulls(most_s: float) -> None:
+    """In this process, a wait for a message's objects that have not arrived yet is at most ``most_s``.
+
+    flwr 1.41 hands a message on before its objects (the model) have arrived: a SuperNode stores
+    the message, then pulls its objects from the SuperLink, while its ClientApp already asks for
+    them; the ServerApp's grid pulls replies the same way. A pull that finds an object missing waits
+    1 s, then 2, 4, up to 10 s (``PULL_INITIAL_BACKOFF``), so a model that arrives 50 ms late costs
+    a second or three. Here the wait starts at ``most_s / 4`` and doubles up to ``most_s``, with no
+    limit on tries (Flower's 500 tries at a 10 s cap would last ~80 min; its ``max_time`` of 2 h
+    still bounds the wait). Only the defaults change: a caller that passes its own backoff keeps it."""
+    import importlib  # noqa: PLC0415
+
+    utils = importlib.import_module(PULL_FUNCTIONS)
+    for fn in (utils.pull_objects, utils.pull_and_inflate_object_from_tree):
+        if not {"initial_backoff", "backoff_cap", "max_tries_per_object"} <= set(fn.__kwdefaults__ or {}):
+            raise RuntimeError(f"{PULL_FUNCTIONS}.{fn.__name__} has no backoff defaults: this flwr is not the pinned one")
+        fn.__kwdefaults__.update(initial_backoff=most_s / 4, backoff_cap=most_s, max_tries_per_object=None)
+
+
 class PromptGrid:
     """A Grid whose ``send_and_receive`` notices replies within ``most_s`` of their arrival.
 
     Flower 1.41's ``HttpGrid`` (the ServerApp's grid in deployment) sleeps 3 s between pulls, so every
     exchange -- the partition query, each round's train and evaluate -- ends on the next multiple of
     3 s after its last reply; its ``InMemoryGrid`` (simulation) sleeps 0.1 s. Here the wait starts at
-    ``first_s`` and doubles up to ``most_s``. Measured (README, Benchmark): about 0.4 s a round
+    ``first_s`` and doubles up to ``most_s`` (the ServerApp also caps its waits for a reply's
+    objects: ``cap_object_pulls``). Measured (README, Benchmark): about 0.4 s a round
     faster in simulation in two of three runs, nothing measurable in deployment (the SuperNodes' own
     3 s cycle remains), and a 0.02 s cap was slower (the polls share the simulation process with
     Flower's engine). Same contract as Flower's: push, pull until every message is answered or

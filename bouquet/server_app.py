@@ -27,7 +27,7 @@ from bouquet.datasets import (DRAWN, GRAPH_DATASETS, DataFileError, DataSpec, Un
                               global_test_is_users_data,
                               load_dataset, new_client_graph)
 from bouquet.device import to_device, to_numpy
-from bouquet.federation import ClientDirectory, PromptGrid, discover_clients
+from bouquet.federation import ClientDirectory, PromptGrid, cap_object_pulls, discover_clients
 from bouquet.multiplex import LogicalDirectory, MultiplexGrid
 from bouquet.models.hetero import HeteroBundle
 from bouquet.records import to_record
@@ -182,6 +182,7 @@ def _check_resumed(cfg: RunConfig, ckpt: checkpoint.Checkpoint, num_partitions: 
 def main(grid: Grid, context: Context) -> None:
     try:
         cfg = RunConfig.from_run_config(context.run_config)  # fails before anything starts
+        cap_object_pulls(0.1)  # deployment: a reply's objects, pulled after the reply (no pulls in simulation)
         run(PromptGrid(grid), cfg, context.run_id)  # replies noticed within 0.1 s (bouquet.federation)
     except (ConfigError, DataFileError, ValueError, RunFailed) as exc:
         # One line naming the key or file (what `bouquet run` prints last); the run still fails.

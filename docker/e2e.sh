@@ -133,7 +133,7 @@ done
 BIN="$ROOT/.venv/bin"
 [[ -x $BIN/flwr && -x $BIN/bouquet ]] || BIN=$(dirname "$(command -v flwr 2>/dev/null || echo /nonexistent/flwr)")
 [[ -x $BIN/flwr && -x $BIN/bouquet ]] || fail "Bouquet is not installed on the host (bash scripts/setup.sh)"
-export FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+export FLWR_DISABLE_UPDATE_CHECK=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 
 # ---- 2. images ---------------------------------------------------------------------------------
 FLWR_VERSION=$(sed -n 's/^ *"flwr\(\[[^]]*\]\)\?==\([^"]*\)".*/\2/p' "$ROOT/pyproject.toml" | head -1)

@@ -120,3 +120,39 @@ def test_a_node_claiming_a_smaller_federation_cannot_take_it_over(caplog):
         discover_clients(_Grid({0: attacker}), expected=2, wait_s=0)  # connected alone, before the others
     with pytest.raises(RuntimeError, match="disagree on num-partitions.*set federation-size"):
         discover_clients(_Grid({0: attacker, 1: honest[1]}), wait_s=0)  # 1 against 1: no majority
+
+
+@pytest.fixture
+def pull_defaults():
+    """cap_object_pulls changes flwr's defaults for the whole process: put them back."""
+    from flwr.supercore.inflatable import inflatable_utils as utils  # noqa: PLC0415
+
+    saved = {fn: dict(fn.__kwdefaults__) for fn in (utils.pull_objects, utils.pull_and_inflate_object_from_tree)}
+    yield utils
+    for fn, defaults in saved.items():
+        fn.__kwdefaults__.clear()
+        fn.__kwdefaults__.update(defaults)
+
+
+def test_objects_that_arrive_late_are_asked_for_again_within_the_cap(pull_defaults):
+    """flwr hands a message on before its objects arrive; its pull waits 1 s, 2 s, 4 s ... between asks."""
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError  # noqa: PLC0415
+
+    asks: list[float] = []
+
+    def late_object(object_id: str) -> bytes:  # missing for the first three asks, as a model still in transit
+        asks.append(time.monotonic())
+        if len(asks) <= 3:
+            raise ObjectUnavailableError(object_id)
+        return b"payload"
+
+    assert pull_defaults.pull_objects.__kwdefaults__["initial_backoff"] == 1  # flwr's: the three misses cost ~7 s
+    federation.cap_object_pulls(0.2)
+    assert pull_defaults.pull_objects(["obj"], late_object) == {"obj": b"payload"}
+    gaps = [b - a for a, b in zip(asks, asks[1:])]
+    assert len(gaps) == 3 and max(gaps) < 0.2 * 1.2 + 0.1  # 0.05, 0.1, 0.2 s (± 20 % jitter), never a second
+    assert pull_defaults.pull_objects.__kwdefaults__["max_tries_per_object"] is None  # max_time (2 h) still bounds it
+    # a caller's own backoff still wins over the defaults
+    asks.clear()
+    assert pull_defaults.pull_objects(["obj"], late_object, initial_backoff=0.3, backoff_cap=0.3)
+    assert min(b - a for a, b in zip(asks, asks[1:])) > 0.3 * 0.8 - 0.01

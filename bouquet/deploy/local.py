@@ -109,7 +109,9 @@ class Deployment:
         return self.folder / "flwr-home"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "FLWR_HOME": str(self.home.resolve()),
+        from bouquet.simulations.launch import NO_CALL_HOME  # noqa: PLC0415
+
+        return {**os.environ, "FLWR_HOME": str(self.home.resolve()), **NO_CALL_HOME,
                 "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "PYTHONUNBUFFERED": "1",
                 # SuperExec asks its SuperNode for a task every 1 s by default; 0.1 s costs nothing here
                 "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1"),
@@ -224,7 +226,8 @@ def start_supernode(dep: Deployment, index: int, num_nodes: int, *, ca: Path | N
     auth = ["--superexec-auth-secret-file", str(secret.resolve())]
     proc = _spawn(dep, name, [*cmd, "--isolation", "process", *auth])
     _spawn(dep, f"{name}-superexec", [sys.executable, "-P", "-m", "bouquet.deploy.superexec", "--runtime-api-address",
-                                      f"127.0.0.1:{runtime_port}", "--insecure", "--parent-pid", str(proc.pid), *auth])
+                                      f"127.0.0.1:{runtime_port}", "--insecure", "--parent-pid", str(proc.pid),
+                                      "--pull-wait", f"{dep.idle_poll:g}", *auth])
     return proc
 
 

@@ -316,6 +316,8 @@ def check_project(project: dict, name: str, *, tls: bool, auth: bool, state: boo
             environment = dict(item.partition("=")[::2] for item in environment)
         if str(environment.get("FLWR_DISABLE_UPDATE_CHECK")) != "1":
             errors.append(f"{where}: FLWR_DISABLE_UPDATE_CHECK=1 missing (Flower calls home at start-up)")
+        if str(environment.get("FLWR_TELEMETRY_ENABLED")) != "0":
+            errors.append(f"{where}: FLWR_TELEMETRY_ENABLED=0 missing (every Flower process posts telemetry events)")
         if svc.get("stop_signal") != "SIGINT":
             errors.append(f"{where}: stop_signal must be SIGINT (flower-superlink ignores SIGTERM)")
         restart = str(svc.get("restart", ""))
@@ -706,6 +708,8 @@ BROKEN = {  # case: (combination, mutation of the loaded files, expected finding
         "context": "..", "dockerfile_inline": "FROM flwr/superexec:1.41.0"}), "dockerfile_inline"),
     "update check left on": ("base", lambda d: d["base"]["services"]["supernode-1"].pop("environment"),
                              "supernode-1: FLWR_DISABLE_UPDATE_CHECK=1 missing"),
+    "telemetry left on": ("base", lambda d: d["base"]["services"]["superexec-clientapp-1"]["environment"].pop(
+        "FLWR_TELEMETRY_ENABLED"), "superexec-clientapp-1: FLWR_TELEMETRY_ENABLED=0 missing"),
     "no stop_signal": ("base", lambda d: d["base"]["services"]["supernode-3"].pop("stop_signal"),
                        "stop_signal must be SIGINT"),
     "SuperExec restarting forever": ("base", lambda d: d["base"]["services"]["superexec-clientapp-2"].update(

@@ -6,21 +6,31 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+import sys
 import time
 
 import pytest
 from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult, SubprocessExecutor
 
-from bouquet.deploy.superexec import WarmExecutor
+from bouquet.deploy.superexec import PRELOAD, WarmExecutor
 
 PROBE = '''
-import json, os, sys
+import atexit, gc, json, os, sys, threading, time
 def run(**task):
+    if task["token"].endswith("exit.json"):  # what a normal exit would finish: a late thread, an atexit handler
+        late = threading.Thread(target=lambda: (time.sleep(0.3), open(task["token"] + ".thread", "w").write("x")))
+        late.start()
+        atexit.register(lambda: open(task["token"] + ".atexit", "w").write(str(late.is_alive())))
+        sys.stdout.write("unflushed line from the child")
     open(task["token"], "w").write(json.dumps({
+        "frozen": gc.get_freeze_count(),
         "bouquet": sorted(m for m in sys.modules if m == "bouquet" or m.startswith("bouquet.")),
         "numpy": "numpy" in sys.modules, "pid": os.getpid(), "ppid": os.getppid(), "task": sorted(task),
-        "stdin": os.readlink("/proc/self/fd/0"), "draw": __import__("numpy").random.random()}))
+        "stdin": os.readlink("/proc/self/fd/0"), "draw": __import__("numpy").random.random(),
+        "pull_defaults": {k: v for k, v in sys.modules["flwr.supercore.inflatable.inflatable_utils"]
+                          .pull_and_inflate_object_from_tree.__kwdefaults__.items() if k != "return_type"}}))
 '''
 
 
@@ -58,8 +68,39 @@ def test_each_clientapp_task_is_a_fresh_child_of_the_zygote_without_bouquet(tmp_
     assert a["ppid"] == b["ppid"] == probe_executor.zygote.pid and a["pid"] != b["pid"]
     assert a["stdin"] == b["stdin"] == "/dev/null"  # not the task pipe, which carries other tasks' tokens
     assert a["draw"] != b["draw"]  # each child reseeds numpy (a fork copies the zygote's state)
+    # a message's objects not yet at the SuperNode: asked for again within 0.2 s, not after 1, 2, 4 ... s
+    assert a["pull_defaults"]["initial_backoff"] == 0.05 and a["pull_defaults"]["backoff_cap"] == 0.2
+    assert a["pull_defaults"]["max_tries_per_object"] is None  # Flower's max_time (2 h) still bounds the wait
     assert a["task"] == ["certificates", "insecure", "parent_pid", "runtime_api_address", "runtime_dependency_install",
                          "token"]
+
+
+def test_a_child_ends_as_an_interpreter_does_without_tearing_down_the_zygotes_heap(tmp_path, monkeypatch, capfd):
+    (tmp_path / "probe_target.py").write_text(PROBE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    executor = WarmExecutor(preload=("numpy",), target="probe_target:run")  # started here: its output is captured
+    token = tmp_path / "exit.json"
+    try:
+        executor.launch(spec(str(token)))
+        report = wait_for(token)
+    finally:
+        executor.close()
+    assert report["frozen"] > 1000  # the preloaded objects are frozen: no collection in the child walks them
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "exit.json.atexit").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "exit.json.thread").read_text() == "x"  # the non-daemon thread finished first
+    assert (tmp_path / "exit.json.atexit").read_text() == "False"  # then the atexit handlers ran
+    time.sleep(0.2)
+    assert "unflushed line from the child" in capfd.readouterr().out  # and buffered output was flushed
+
+
+def test_every_preloaded_library_imports_here():
+    """A misspelt or missing name in PRELOAD would silently leave its cost in every task."""
+    code = "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)\nprint('bouquet' in sys.modules)"
+    out = subprocess.run([sys.executable, "-P", "-c", code, *PRELOAD], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"  # none of them pulls in bouquet (the FAB's code must win)
 
 
 def test_other_task_types_and_a_dead_zygote_launch_cold(tmp_path, probe_executor, monkeypatch):
