@@ -20,6 +20,7 @@ from bouquet.metrics import PARTITION_ID, track_forgetting
 from bouquet.records import to_record
 from bouquet.registry import get_method
 from bouquet.results import output_root
+from bouquet.startup import no_collections
 
 app = ClientApp()
 _warming: list[threading.Thread] = []  # this process's warm-up (simulation), joined before any work
@@ -40,14 +41,15 @@ def warm_up(run_config: dict, cid: int, num_partitions: int) -> None:
     dataset decoded, the partition computed, torch's optimizer machinery imported), done while
     the server is still setting up. A failure here is silent: the real call reports it."""
     try:
-        torch.set_num_threads(1)
-        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo (~1.4 s)
-        from bouquet.datasets import client_data  # noqa: PLC0415
+        with no_collections():  # long-lived objects: no collection walks them (bouquet.startup)
+            torch.set_num_threads(1)
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo (~1.4 s)
+            from bouquet.datasets import client_data  # noqa: PLC0415
 
-        cfg = RunConfig.from_run_config(run_config)
-        if cfg.num_clients:  # logical clients: any id computes the partition they all share
-            cid, num_partitions = 0, cfg.num_clients
-        client_data(data_spec(cfg, num_partitions), cid)
+            cfg = RunConfig.from_run_config(run_config)
+            if cfg.num_clients:  # logical clients: any id computes the partition they all share
+                cid, num_partitions = 0, cfg.num_clients
+            client_data(data_spec(cfg, num_partitions), cid)
     except Exception:  # noqa: BLE001, S110
         pass
 

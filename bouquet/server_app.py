@@ -37,6 +37,7 @@ from bouquet.strategies.compose import build_strategy
 from bouquet.strategies.rounds import load_state_arrays, state_arrays
 from bouquet.results import RunRecorder, format_table, headline_text, output_root, write_partition
 from bouquet.seeding import seed_everything
+from bouquet.startup import no_collections
 
 app = ServerApp()
 GRAPH_SETTINGS = (("Seen Graph", M.LOCAL_TEST), ("Unseen Node", M.UNSEEN_NODE),
@@ -197,13 +198,14 @@ def prefetch(cfg: RunConfig) -> threading.Thread:
     run's own call reports it."""
     def work() -> None:
         try:
-            from bouquet.datasets.client_data import partition_indices  # noqa: PLC0415
-            from bouquet.results import _pyplot  # noqa: PLC0415
+            with no_collections():  # long-lived objects: no collection walks them (bouquet.startup)
+                from bouquet.datasets.client_data import partition_indices  # noqa: PLC0415
+                from bouquet.results import _pyplot  # noqa: PLC0415
 
-            load_dataset(cfg.dataset, data_root(cfg.data_dir))
-            _pyplot()
-            if cfg.num_clients and cfg.partitioner != DRAWN:
-                partition_indices(data_spec(cfg, cfg.num_clients))
+                load_dataset(cfg.dataset, data_root(cfg.data_dir))
+                _pyplot()
+                if cfg.num_clients and cfg.partitioner != DRAWN:
+                    partition_indices(data_spec(cfg, cfg.num_clients))
         except Exception:  # noqa: BLE001, S110
             pass
 
