@@ -27,23 +27,37 @@ MAX_PARTITIONS = 10_000_000  # a larger claimed federation is malformed
 PULL_FUNCTIONS = "flwr.supercore.inflatable.inflatable_utils"  # pull_objects and its tree variant (flwr pinned)
 
 
-def cap_object_pulls(most_s: float) -> None:
-    """In this process, a wait for a message's objects that have not arrived yet is at most ``most_s``.
+def object_pull_defaults(most_s: float) -> dict[str, float | int]:
+    """flwr's waits for a message's objects that have not arrived yet, capped at ``most_s``.
 
     flwr 1.41 hands a message on before its objects (the model) have arrived: a SuperNode stores
     the message, then pulls its objects from the SuperLink, while its ClientApp already asks for
     them; the ServerApp's grid pulls replies the same way. A pull that finds an object missing waits
-    1 s, then 2, 4, up to 10 s (``PULL_INITIAL_BACKOFF``), so a model that arrives 50 ms late costs
-    a second or three. Here the wait starts at ``most_s / 4`` and doubles up to ``most_s``, with no
-    limit on tries (Flower's 500 tries at a 10 s cap would last ~80 min; its ``max_time`` of 2 h
-    still bounds the wait). Only the defaults change: a caller that passes its own backoff keeps it."""
+    1 s, then 2, 4, up to 10 s (``PULL_INITIAL_BACKOFF``, ``PULL_BACKOFF_CAP``), so a model that
+    arrives 50 ms late costs a second or three. Here the wait starts at ``most_s / 4`` and doubles up
+    to ``most_s`` (at most Flower's 10 s); the number of tries grows so that an object that never
+    comes is given up after as long as Flower gives it (500 tries at its 10 s cap, about 83 min;
+    ``max_time``, 2 h, still bounds every pull)."""
+    from flwr.supercore.constant import PULL_BACKOFF_CAP, PULL_MAX_TRIES_PER_OBJECT  # noqa: PLC0415
+
+    if not most_s > 0:  # also NaN
+        raise ValueError(f"most_s={most_s}: expected seconds > 0")
+    most_s = min(most_s, PULL_BACKOFF_CAP)
+    return {"initial_backoff": most_s / 4, "backoff_cap": most_s,
+            "max_tries_per_object": math.ceil(PULL_MAX_TRIES_PER_OBJECT * PULL_BACKOFF_CAP / most_s)}
+
+
+def cap_object_pulls(most_s: float) -> None:
+    """In this process, flwr's pulls of a message's objects wait as ``object_pull_defaults`` says.
+    Only the defaults change: a caller that passes its own backoff keeps it."""
     import importlib  # noqa: PLC0415
 
     utils = importlib.import_module(PULL_FUNCTIONS)
+    defaults = object_pull_defaults(most_s)
     for fn in (utils.pull_objects, utils.pull_and_inflate_object_from_tree):
-        if not {"initial_backoff", "backoff_cap", "max_tries_per_object"} <= set(fn.__kwdefaults__ or {}):
+        if not set(defaults) <= set(fn.__kwdefaults__ or {}):
             raise RuntimeError(f"{PULL_FUNCTIONS}.{fn.__name__} has no backoff defaults: this flwr is not the pinned one")
-        fn.__kwdefaults__.update(initial_backoff=most_s / 4, backoff_cap=most_s, max_tries_per_object=None)
+        fn.__kwdefaults__.update(defaults)
 
 
 class PromptGrid:

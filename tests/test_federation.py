@@ -151,8 +151,18 @@ def test_objects_that_arrive_late_are_asked_for_again_within_the_cap(pull_defaul
     assert pull_defaults.pull_objects(["obj"], late_object) == {"obj": b"payload"}
     gaps = [b - a for a, b in zip(asks, asks[1:])]
     assert len(gaps) == 3 and max(gaps) < 0.2 * 1.2 + 0.1  # 0.05, 0.1, 0.2 s (± 20 % jitter), never a second
-    assert pull_defaults.pull_objects.__kwdefaults__["max_tries_per_object"] is None  # max_time (2 h) still bounds it
+    # an object that never comes is given up after as long as Flower would: 500 tries x 10 s = 25,000 x 0.2 s
+    assert pull_defaults.pull_objects.__kwdefaults__["max_tries_per_object"] == 25_000
+    assert pull_defaults.pull_objects.__kwdefaults__["max_time"] == 7200  # and flwr's own 2 h bound is kept
     # a caller's own backoff still wins over the defaults
     asks.clear()
     assert pull_defaults.pull_objects(["obj"], late_object, initial_backoff=0.3, backoff_cap=0.3)
     assert min(b - a for a, b in zip(asks, asks[1:])) > 0.3 * 0.8 - 0.01
+
+
+def test_object_pull_defaults_refuse_a_non_positive_wait_and_never_exceed_flowers_cap():
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="most_s"):
+            federation.object_pull_defaults(bad)
+    slow = federation.object_pull_defaults(30)  # --idle-poll 30: no slower than Flower's own pulls
+    assert slow["backoff_cap"] == 10 and slow["initial_backoff"] == 2.5 and slow["max_tries_per_object"] == 500

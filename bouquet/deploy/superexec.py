@@ -42,6 +42,8 @@ from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult, SubprocessExecutor
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 
+from bouquet.federation import object_pull_defaults
+
 # what a ClientApp process spends its start-up on (torch._dynamo: what the first optimizer step
 # imports; sklearn: the digits and breast-cancer loaders and the stratified split, 0.4 + 0.4 s;
 # flwr_datasets: the natural partitioner, 0.7 s); a name that does not import is reported and skipped
@@ -55,17 +57,19 @@ _ZYGOTE = r"""
 import atexit, base64, gc, importlib, json, os, signal, sys, threading
 ack = int(sys.argv[1])  # one line back per task: the child's pid, or 0 if no child was started
 target_module, _, target_name = sys.argv[2].partition(":")
-pull_wait = float(sys.argv[3])  # longest wait for a message's objects (bouquet.federation.cap_object_pulls)
+pull_defaults = json.loads(sys.argv[3])  # waits for a message's objects (bouquet.federation.object_pull_defaults)
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends on EOF, when its SuperExec closes the pipe
 for name in sys.argv[4:]:
     try:
         __import__(name)
     except Exception as exc:  # an optional library: the child imports it itself if it needs it
         print(f"[warm-superexec] not preloaded: {name} ({exc!r})", flush=True)
-if pull_wait > 0:  # as cap_object_pulls, which this process cannot import (it would import bouquet)
+if pull_defaults:  # as bouquet.federation.cap_object_pulls, which this process cannot import
     pulls = importlib.import_module("flwr.supercore.inflatable.inflatable_utils")
     for fn in (pulls.pull_objects, pulls.pull_and_inflate_object_from_tree):
-        fn.__kwdefaults__.update(initial_backoff=pull_wait / 4, backoff_cap=pull_wait, max_tries_per_object=None)
+        if not set(pull_defaults) <= set(fn.__kwdefaults__ or {}):
+            sys.exit(f"[warm-superexec] {fn.__name__} has no {sorted(pull_defaults)}: this flwr is not the pinned one")
+        fn.__kwdefaults__.update(pull_defaults)
 if "bouquet" in sys.modules:
     sys.exit("[warm-superexec] the zygote imported bouquet, which would shadow the FAB's code")
 run_clientapp = getattr(importlib.import_module(target_module), target_name)
@@ -106,12 +110,11 @@ for line in sys.stdin:
     except BaseException:
         import traceback
         traceback.print_exc()
-    # What a normal exit does that matters, in its order (non-daemon threads joined, atexit handlers,
-    # buffered output flushed), without the interpreter's teardown of the inherited heap: a full
-    # collection and every module cleared cost 1.3 s of CPU per task (0.4 s with the freeze above).
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What a normal exit does that matters, in its order (threading's exit hooks, which shut down
+    # concurrent.futures pools, then the non-daemon threads joined; atexit handlers; buffered output
+    # flushed), without the interpreter's teardown of the inherited heap: a full collection and
+    # every module cleared cost 1.3 s of CPU per task (0.4 s with the freeze above).
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -135,7 +138,8 @@ class WarmExecutor(SubprocessExecutor):
         read, write = os.pipe()
         try:
             # -P: the current folder never shadows a module; python -c so that bouquet is not imported
-            self.zygote = subprocess.Popen([sys.executable, "-P", "-c", _ZYGOTE, str(write), target, f"{pull_wait:g}",
+            pulls = object_pull_defaults(pull_wait) if pull_wait > 0 else {}
+            self.zygote = subprocess.Popen([sys.executable, "-P", "-c", _ZYGOTE, str(write), target, json.dumps(pulls),
                                             *preload],
                                            stdin=subprocess.PIPE, text=True, pass_fds=(write,))
         finally:

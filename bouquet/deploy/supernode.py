@@ -9,7 +9,8 @@ trying again. This runs Flower's own ``flower-supernode`` command with all three
 ``--idle-poll`` seconds (default 0.2; ``bouquet.federation.cap_object_pulls``): the loop, the
 protocol and every flag are Flower's. The price is polling: one request every
 ``--idle-poll`` seconds per idle node instead of every 3 s, fine on loopback; an institution
-connecting to a remote SuperLink keeps Flower's command (``--idle-poll 3`` restores Flower's idle waits).
+connecting to a remote SuperLink keeps Flower's command (``--idle-poll 3`` restores Flower's idle waits;
+its waits for objects then run 0.75 s to 3 s instead of Flower's 1 s to 10 s).
 
     python -m bouquet.deploy.supernode [--idle-poll S] <flower-supernode arguments>
 """

@@ -3,7 +3,8 @@
 The bound is the same client function (``FedAvgClient.train``) in a plain loop run by as many
 warmed worker processes as Flower runs clients in parallel (one per slot), each round's clients
 dealt to the workers exactly as ``bouquet.multiplex`` deals them, aggregated with Flower's own
-``aggregate_arrayrecords`` in client order, the global model scored on the test set every round.
+``aggregate_arrayrecords`` in client order, the global model scored on the test set every round
+(and the initial model once before round 1, as the ServerApp scores round 0).
 Both sides use the same seeds, so the final models must agree (max |Δw| is reported; expect 0).
 A round is everything it costs on both sides: training, aggregation, the server's evaluation
 (and on Flower's side the checkpoint). Both sides warm their workers up the same way while the
@@ -85,6 +86,8 @@ def bound(run_config: dict, clients: int, workers: int) -> dict:
         torch.manual_seed(cfg.seed)
         arrays = {k: v.numpy().copy() for k, v in build_model(dataset).state_dict().items()}
         test = global_test(data_spec(cfg, population))  # once, as the server's evaluator holds it
+        # the initial model's score, which `bouquet run` reports as round 0 before round 1
+        evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test)
         pool.map(time.sleep, [0.0] * workers)  # every worker warmed before round 1
         startup = time.monotonic() - t0
         for rnd in range(1, cfg.num_server_rounds + 1):

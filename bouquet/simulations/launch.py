@@ -160,6 +160,13 @@ class RayNode:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def environment(self) -> dict[str, str]:
+        """The node's environment, which its workers (the simulation's actors) inherit."""
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+               "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", **NO_CALL_HOME, **(self.env or {})}
+        env.pop("RAY_ADDRESS", None)
+        return env
+
     def start(self, timeout: float = 120.0) -> str:
         """Starts the node; returns the cluster's address once the node says it is up. Whatever
         stops the start (a failure, Ctrl-C) stops what it started."""
@@ -172,12 +179,10 @@ class RayNode:
                      "--include-dashboard=false"]
         else:
             args.append(f"--address={self.address}")
-        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-               "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", **NO_CALL_HOME, **(self.env or {})}  # its workers' environment
-        env.pop("RAY_ADDRESS", None)
         try:
             with self.log.open("wb") as out:
-                self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.temp_dir,
+                self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
+                                             cwd=self.temp_dir,
                                              start_new_session=True)
             deadline = time.monotonic() + timeout
             while "Ray runtime started" not in self.log.read_text(errors="replace"):

@@ -57,6 +57,19 @@ def test_the_fab_of_the_repository_carries_the_package_and_nothing_else():
     repo = Path(__file__).resolve().parents[2]
     names = zipfile.ZipFile(io.BytesIO(build_fab_from_disk(repo))).namelist()
     assert "bouquet/client_app.py" in names and "bouquet/server_app.py" in names and "pyproject.toml" in names
-    package = {p.relative_to(repo).as_posix() for p in (repo / "bouquet").rglob("*.py") if "__pycache__" not in p.parts}
-    assert package <= set(names)  # every module the apps may import
+    package = {p.relative_to(repo).as_posix() for p in (repo / "bouquet").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert package <= set(names)  # every file of the package (a data file beside the code would be dropped)
     assert set(names) - package == {"pyproject.toml", "README.md", ".info/CONTENT"}
+
+
+def test_every_flower_process_bouquet_starts_has_telemetry_and_the_update_check_off(tmp_path):
+    """Flower posts an event to telemetry.flower.ai when any of its processes starts and ends,
+    every ClientApp included; nothing Bouquet starts may call out (traffic stays on 127.0.0.1)."""
+    from bouquet.deploy.local import Deployment
+    from bouquet.simulations.launch import RayNode, flwr_env
+
+    dep = Deployment(tmp_path, 1, False, False)
+    head = RayNode(num_cpus=1, temp_dir=tmp_path / "ray")
+    for env in (flwr_env(tmp_path), dep.env(), head.environment()):
+        assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["FLWR_DISABLE_UPDATE_CHECK"] == "1"

@@ -22,6 +22,10 @@ def run(**task):
     if task["token"].endswith("exit.json"):  # what a normal exit would finish: a late thread, an atexit handler
         late = threading.Thread(target=lambda: (time.sleep(0.3), open(task["token"] + ".thread", "w").write("x")))
         late.start()
+        global POOL  # a pool left running, as a library may keep one: a normal exit shuts it down
+        from concurrent.futures import ThreadPoolExecutor
+        POOL = ThreadPoolExecutor(1)
+        POOL.submit(time.sleep, 0.1)
         atexit.register(lambda: open(task["token"] + ".atexit", "w").write(str(late.is_alive())))
         sys.stdout.write("unflushed line from the child")
     open(task["token"], "w").write(json.dumps({
@@ -70,7 +74,7 @@ def test_each_clientapp_task_is_a_fresh_child_of_the_zygote_without_bouquet(tmp_
     assert a["draw"] != b["draw"]  # each child reseeds numpy (a fork copies the zygote's state)
     # a message's objects not yet at the SuperNode: asked for again within 0.2 s, not after 1, 2, 4 ... s
     assert a["pull_defaults"]["initial_backoff"] == 0.05 and a["pull_defaults"]["backoff_cap"] == 0.2
-    assert a["pull_defaults"]["max_tries_per_object"] is None  # Flower's max_time (2 h) still bounds the wait
+    assert a["pull_defaults"]["max_tries_per_object"] == 25_000  # as long as Flower's 500 tries at 10 s
     assert a["task"] == ["certificates", "insecure", "parent_pid", "runtime_api_address", "runtime_dependency_install",
                          "token"]
 
