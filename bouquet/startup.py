@@ -6,7 +6,10 @@ thousand allocations trigger a collection, and the full ones walk everything mad
 with ``gc.callbacks`` in one Fashion-MNIST run: 1.2 s of collections in the simulation process and
 1.9 / 2.5 s in each of the two actors, most of it before round 1). ``no_collections`` pauses the
 collector for such work, then freezes what it built (``gc.freeze``: later collections skip it;
-Python's documented pattern for long-lived start-up state), and restores it as it was.
+Python's documented pattern for long-lived start-up state), and restores it as it was. The pause
+is for the whole process (the collector is global): other threads allocate little meanwhile, and
+cyclic garbage they hold at the freeze is never collected, once per process. In one bench run this
+changed no wall-clock ratio (README, Benchmark): it saves CPU, not time on the critical path.
 """
 
 from __future__ import annotations
