@@ -127,7 +127,12 @@ def pull_defaults():
     """cap_object_pulls changes flwr's defaults for the whole process: put them back."""
     from flwr.supercore.inflatable import inflatable_utils as utils  # noqa: PLC0415
 
+    from flwr.supercore import constant  # noqa: PLC0415
+
     saved = {fn: dict(fn.__kwdefaults__) for fn in (utils.pull_objects, utils.pull_and_inflate_object_from_tree)}
+    for fn in saved:  # flwr's own, whatever an earlier test of this process (a ServerApp's main) set
+        fn.__kwdefaults__.update(initial_backoff=constant.PULL_INITIAL_BACKOFF, backoff_cap=constant.PULL_BACKOFF_CAP,
+                                 max_tries_per_object=constant.PULL_MAX_TRIES_PER_OBJECT)
     yield utils
     for fn, defaults in saved.items():
         fn.__kwdefaults__.clear()
