@@ -16,6 +16,7 @@ from torch import nn
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.superlink.grid.http_grid import HttpGrid
 
 from bouquet import checkpoint, client_state
 from bouquet import metrics as M
@@ -183,7 +184,8 @@ def _check_resumed(cfg: RunConfig, ckpt: checkpoint.Checkpoint, num_partitions: 
 def main(grid: Grid, context: Context) -> None:
     try:
         cfg = RunConfig.from_run_config(context.run_config)  # fails before anything starts
-        cap_object_pulls(0.1)  # deployment: a reply's objects, pulled after the reply (no pulls in simulation)
+        if isinstance(grid, HttpGrid):  # deployment: a reply's objects come after the reply; in
+            cap_object_pulls(0.1)       # simulation there are no pulls, and the cap is process-wide
         run(PromptGrid(grid), cfg, context.run_id)  # replies noticed within 0.1 s (bouquet.federation)
     except (ConfigError, DataFileError, ValueError, RunFailed) as exc:
         # One line naming the key or file (what `bouquet run` prints last); the run still fails.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 from flwr.app import Message, Metadata, MetricRecord, RecordDict
@@ -171,3 +172,18 @@ def test_object_pull_defaults_refuse_a_non_positive_wait_and_never_exceed_flower
             federation.object_pull_defaults(bad)
     slow = federation.object_pull_defaults(30)  # --idle-poll 30: no slower than Flower's own pulls
     assert slow["backoff_cap"] == 10 and slow["initial_backoff"] == 2.5 and slow["max_tries_per_object"] == 500
+
+
+def test_the_server_app_caps_object_pulls_only_on_a_deployment_grid(pull_defaults, monkeypatch):
+    """The cap is process-wide: a simulation's ServerApp (InMemoryGrid, no pulls) must leave it alone."""
+    from flwr.superlink.grid.http_grid import HttpGrid  # noqa: PLC0415
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid  # noqa: PLC0415
+
+    from bouquet import server_app  # noqa: PLC0415
+
+    monkeypatch.setattr(server_app, "run", lambda *a, **k: None)
+    context = SimpleNamespace(run_config={}, run_id=1)
+    server_app.main(object.__new__(InMemoryGrid), context)
+    assert pull_defaults.pull_objects.__kwdefaults__["initial_backoff"] == 1  # flwr's own
+    server_app.main(object.__new__(HttpGrid), context)
+    assert pull_defaults.pull_objects.__kwdefaults__["backoff_cap"] == pytest.approx(0.1)

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bouquet.simulations.launch import NO_CALL_HOME
+
 CONNECTION = "bouquet-local"
 DEFAULT_DIR = Path(".bouquet-deploy")
 
@@ -109,8 +111,6 @@ class Deployment:
         return self.folder / "flwr-home"
 
     def env(self) -> dict[str, str]:
-        from bouquet.simulations.launch import NO_CALL_HOME  # noqa: PLC0415
-
         return {**os.environ, "FLWR_HOME": str(self.home.resolve()), **NO_CALL_HOME,
                 "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "PYTHONUNBUFFERED": "1",
                 # SuperExec asks its SuperNode for a task every 1 s by default; 0.1 s costs nothing here
