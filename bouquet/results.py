@@ -16,12 +16,13 @@ held-out subgraph).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,7 @@ class RunRecorder:
         self.server: dict[int, dict[str, float]] = {}
         self.rejections: list[dict[str, Any]] = []
         self.round_seconds: dict[int, float] = {}
+        self.phase_seconds: dict[int, dict[str, float]] = {}
         self._t0 = time.monotonic()
         self._round_t0: dict[int, float] = {}
         path = self.run_dir / "metrics.csv"
@@ -140,6 +142,17 @@ class RunRecorder:
     def round_elapsed(self, server_round: int) -> float:
         return time.monotonic() - self._round_t0.get(server_round, self._t0)
 
+    @contextlib.contextmanager
+    def phase(self, server_round: int, name: str) -> Iterator[None]:
+        """Time a part of a round (send and wait for the train replies, aggregate, ...): where a
+        round's seconds go, in summary.json's ``phase_seconds``."""
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            parts = self.phase_seconds.setdefault(server_round, {})
+            parts[name] = parts.get(name, 0.0) + time.monotonic() - t
+
     def round_finished(self, server_round: int) -> float:
         """A round's wall time: its training, evaluations and checkpoint (all it costs)."""
         self.round_seconds[server_round] = self.round_elapsed(server_round)
@@ -165,6 +178,8 @@ class RunRecorder:
             "rounds_completed": max(self.server, default=0),
             "rejected_updates": self.rejections,
             "round_seconds": {str(k): round(v, 4) for k, v in sorted(self.round_seconds.items())},
+            "phase_seconds": {str(k): {n: round(v, 4) for n, v in parts.items()}
+                              for k, parts in sorted(self.phase_seconds.items())},
             "wall_seconds": round(time.monotonic() - self._t0, 3),
         }
         headline = [key for _, key in headline_metrics(str(self.meta.get("method")), str(self.meta.get("dataset")))]

@@ -4,6 +4,8 @@ client (identical metrics.csv), also when clients move between SuperNodes every 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -131,6 +133,11 @@ def test_a_million_logical_clients_only_the_sampled_ones_are_ever_computed(tmp_p
     assert len(sampled) == 16 and max(sampled) > 10_000  # 8 a round, drawn from the whole population
     assert len(list((run_dir / "client-state").iterdir())) == len(sampled)  # state only for those
     assert "global_model@global_test" in (run_dir / "metrics.csv").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for rnd, seconds in summary["round_seconds"].items():  # where each round went: its parts, within it
+        parts = summary["phase_seconds"][rnd]
+        assert set(parts) == {"train", "aggregate", "evaluate", "server-evaluate", "checkpoint"}
+        assert 0 < sum(parts.values()) <= seconds
 
 
 def test_a_killed_batched_run_resumes_to_the_same_result_ignoring_state_written_after_its_checkpoint(

@@ -157,3 +157,20 @@ def test_a_figure_that_cannot_be_drawn_costs_the_figure_not_the_run(tmp_path, mo
                          parse_constant=lambda c: pytest.fail(f"summary.json holds {c}, not JSON"))
     assert on_disk["status"] == summary["status"] == "completed" and "mathtext" in on_disk["plot_error"]
     assert on_disk["final"] == {"global_model@global_test": 0.5}  # NaN and inf are "not defined", as in the CSV
+
+
+def test_phase_seconds_add_up_per_round_and_survive_an_exception(tmp_path, monkeypatch):
+    clock = iter([0.0, 0.5, 1.0, 3.0, 3.5, 4.5, 10.0, 10.25])  # t0, round start, then each phase's start and end
+    monkeypatch.setattr("bouquet.results.time.monotonic", lambda: next(clock))
+    rec = RunRecorder(tmp_path / "run", {"method": "fedavg", "dataset": "digits"})
+    rec.round_started(1)
+    with rec.phase(1, "train"):  # 1.0 -> 3.0
+        pass
+    with pytest.raises(RuntimeError), rec.phase(1, "aggregate"):  # 3.5 -> 4.5, recorded though it failed
+        raise RuntimeError("bad reply")
+    with rec.phase(1, "train"):  # a second train part adds up: 10.0 -> 10.25
+        pass
+    assert rec.phase_seconds == {1: {"train": 2.25, "aggregate": 1.0}}
+    monkeypatch.setattr("bouquet.results.time.monotonic", lambda: 11.0)
+    summary = rec.finish()
+    assert summary["phase_seconds"] == {"1": {"train": 2.25, "aggregate": 1.0}}

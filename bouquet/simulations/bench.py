@@ -78,7 +78,7 @@ def bound(run_config: dict, clients: int, workers: int) -> dict:
     t0 = time.monotonic()
     cfg = RunConfig.from_run_config(run_config)
     population = cfg.num_clients or clients
-    rounds, score = [], float("nan")
+    rounds, phases, score = [], [], float("nan")
     # the workers warm up while this process sets up, as Flower's actors do while its server does
     with mp.get_context("spawn").Pool(workers, initializer=_warm, initargs=(run_config, population)) as pool:
         dataset = load_dataset(cfg.dataset, data_root(cfg.data_dir))
@@ -95,15 +95,18 @@ def bound(run_config: dict, clients: int, workers: int) -> dict:
             cids = list(range(clients))  # fraction-train 1 (the overhead part) samples everyone
             jobs = [(rnd, batch, arrays) for batch in assign(cids, list(range(workers)), rnd).values()]
             replies = sorted((r for batch in pool.map(_train_batch, jobs) for r in batch), key=lambda r: r[0])
+            t_train = time.monotonic()
             agg = aggregate_arrayrecords([RecordDict({
                 "arrays": ArrayRecord({k: Array(v) for k, v in a.items()}),
                 "metrics": MetricRecord({"num-examples": n})}) for _, a, n in replies], "num-examples")
             arrays = {k: v.numpy() for k, v in agg.items()}
+            t_agg = time.monotonic()
             # the server's evaluation too; the last one is the final score
             score = evaluate_arrays(arrays_to_model(build_model(dataset), arrays), *test).accuracy
             rounds.append(time.monotonic() - t)
-    return {"startup_s": startup, "round_s": rounds, "total_s": time.monotonic() - t0, "final_global_test": score,
-            "arrays": arrays}
+            phases.append({"train": t_train - t, "aggregate": t_agg - t_train, "server-evaluate": t + rounds[-1] - t_agg})
+    return {"startup_s": startup, "round_s": rounds, "phase_s": phases, "total_s": time.monotonic() - t0,
+            "final_global_test": score, "arrays": arrays}
 
 
 # --- Flower, with every process of the run measured ----------------------------------------
@@ -168,6 +171,7 @@ def flower(run_config: dict, num_supernodes: int, out_dir: Path, head=None) -> d
     run_dir = next(out_dir.glob("*/summary.json")).parent
     summary = json.loads((run_dir / "summary.json").read_text())
     rounds = [summary["round_seconds"][k] for k in sorted(summary["round_seconds"], key=int)]
+    phases = [summary["phase_seconds"][k] for k in sorted(summary["phase_seconds"], key=int)]
     line = summary.get("timeline", {})
     first = line.get("first_round_started", line.get("rounds_started", t0w))
     fixed = {"superlink_start_s": link_up,
@@ -176,8 +180,11 @@ def flower(run_config: dict, num_supernodes: int, out_dir: Path, head=None) -> d
              "clients_to_round1_s": first - line.get("clients_found", 0),  # data, model, round-0 evaluation
              "after_rounds_s": total - (first - t0w) - sum(rounds),  # results, Flower's shutdown, status
              "superlink_stop_s": teardown}  # not in total
-    return {"round_s": rounds, "total_s": total, "total_in_sweep_s": total - link_up, "fixed": fixed, "final_global_test": summary["final"].get("global_model@global_test"),
+    return {"round_s": rounds, "phase_s": phases, "total_s": total, "total_in_sweep_s": total - link_up, "fixed": fixed, "final_global_test": summary["final"].get("global_model@global_test"),
             "peak_pss_bytes": pss.peak, "pss_samples": pss.samples, "arrays": checkpoint.load(run_dir).arrays}
+
+
+PHASES = ("train", "aggregate", "server-evaluate")  # of a round; the bench's runs have no client evaluation
 
 
 def _later(xs: list[float]) -> float:
@@ -219,7 +226,8 @@ def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
                      "ratio_total_in_sweep": row.get("total_in_sweep_s", row["total_s"]) / plain["total_s"],
                      "final_global_test": row["final_global_test"],
                      "max_abs_dw_vs_bound": _max_dw(plain["arrays"], row["arrays"]),
-                     "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None, "fixed": row.get("fixed")}
+                     "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None, "fixed": row.get("fixed"),
+                     "median_phase_s": {k: _later([p.get(k, 0.0) for p in row["phase_s"]]) for k in PHASES}}
     out["bound"]["startup_s"] = plain["startup_s"]
     return {"setting": {**base, "clients": args.clients, "workers": workers}, "rows": out}
 
@@ -257,6 +265,11 @@ def tables(report: dict) -> str:
                         [[name, f"{r['median_round_s']:.2f} s", f"{r['ratio_per_round']:.3f}", f"{r['total_s']:.1f} s",
                           f"{r['ratio_total']:.3f}", f"{r['ratio_total_in_sweep']:.3f}", f"{r['final_global_test']:.4f}", f"{r['max_abs_dw_vs_bound']:.3g}",
                           f"{r['peak_pss_gb']:.2f} GB" if r["peak_pss_gb"] else "-"] for name, r in o["rows"].items()])
+        lines += ["", "Where a round goes (seconds, median of rounds 2+; train: from sampling to the last reply):", ""]
+        lines += _table(["", *PHASES, "rest"],
+                        [[name, *(f"{r['median_phase_s'][k]:.2f}" for k in PHASES),
+                          f"{r['median_round_s'] - sum(r['median_phase_s'].values()):.2f}"]
+                         for name, r in o["rows"].items() if r.get("median_phase_s")])
         lines += ["", "Where the fixed cost goes (seconds, outside the rounds):", ""]
         keys = ("superlink_start_s", "submit_to_serverapp_s", "serverapp_to_clients_s", "clients_to_round1_s",
                 "after_rounds_s", "superlink_stop_s")

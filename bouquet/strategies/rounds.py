@@ -9,6 +9,7 @@ between the grid and the strategy: the strategy only sees sound replies, in part
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
@@ -112,18 +113,25 @@ def run_rounds(strategy: Strategy, grid: Grid, initial_arrays: ArrayRecord, num_
         evaluate_fn(0, arrays)
     for rnd in range(first_round, num_rounds + 1):
         log(INFO, "[ROUND %s/%s]", rnd, num_rounds)
+        phase = functools.partial(hooks.recorder.phase, rnd)
         hooks.recorder.round_started(rnd)
-        messages = configure(strategy, "train", rnd, arrays, ConfigRecord(dict(train_config or {})), grid)
-        replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
-        new_arrays, _ = train_round(strategy, rnd, replies, reference=arrays)
+        with phase("train"):  # sample, send, wait for every reply
+            messages = configure(strategy, "train", rnd, arrays, ConfigRecord(dict(train_config or {})), grid)
+            replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
+        with phase("aggregate"):  # screen and aggregate
+            new_arrays, _ = train_round(strategy, rnd, replies, reference=arrays)
         if new_arrays is not None:
             arrays = new_arrays
-        messages = configure(strategy, "evaluate", rnd, arrays, ConfigRecord(dict(evaluate_config or {})), grid)
-        evaluate_round(strategy, rnd, grid.send_and_receive(messages, timeout=timeout) if messages else [])
+        with phase("evaluate"):
+            messages = configure(strategy, "evaluate", rnd, arrays, ConfigRecord(dict(evaluate_config or {})), grid)
+            replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
+            evaluate_round(strategy, rnd, replies)
         if evaluate_fn is not None:
-            evaluate_fn(rnd, arrays)
+            with phase("server-evaluate"):
+                evaluate_fn(rnd, arrays)
         if on_round_end is not None:
-            on_round_end(rnd, arrays)
+            with phase("checkpoint"):
+                on_round_end(rnd, arrays)
         hooks.recorder.round_finished(rnd)
     return arrays
 
