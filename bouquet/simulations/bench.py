@@ -219,7 +219,7 @@ def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
         rows["flower-per-node"] = flower(base, args.clients, tmp / "per-node")
     out = {}
     for name, row in rows.items():
-        out[name] = {"round_s": row["round_s"], "median_round_s": _later(row["round_s"]), "total_s": row["total_s"],
+        out[name] = {"round_s": row["round_s"], "phase_s": row["phase_s"], "median_round_s": _later(row["round_s"]), "total_s": row["total_s"],
                      "ratio_per_round": _later(row["round_s"]) / _later(plain["round_s"]),
                      "ratio_total": row["total_s"] / plain["total_s"],
                      "total_in_sweep_s": row.get("total_in_sweep_s", row["total_s"]),
@@ -227,7 +227,8 @@ def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
                      "final_global_test": row["final_global_test"],
                      "max_abs_dw_vs_bound": _max_dw(plain["arrays"], row["arrays"]),
                      "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None, "fixed": row.get("fixed"),
-                     "median_phase_s": {k: _later([p.get(k, 0.0) for p in row["phase_s"]]) for k in PHASES}}
+                     "median_phase_s": {k: _later([p.get(k, 0.0) for p in row["phase_s"]]) for k in PHASES},
+                     "median_rest_s": _later([r - sum(p.values()) for r, p in zip(row["round_s"], row["phase_s"])])}
     out["bound"]["startup_s"] = plain["startup_s"]
     return {"setting": {**base, "clients": args.clients, "workers": workers}, "rows": out}
 
@@ -265,10 +266,11 @@ def tables(report: dict) -> str:
                         [[name, f"{r['median_round_s']:.2f} s", f"{r['ratio_per_round']:.3f}", f"{r['total_s']:.1f} s",
                           f"{r['ratio_total']:.3f}", f"{r['ratio_total_in_sweep']:.3f}", f"{r['final_global_test']:.4f}", f"{r['max_abs_dw_vs_bound']:.3g}",
                           f"{r['peak_pss_gb']:.2f} GB" if r["peak_pss_gb"] else "-"] for name, r in o["rows"].items()])
-        lines += ["", "Where a round goes (seconds, median of rounds 2+; train: from sampling to the last reply):", ""]
+        lines += ["", "Where a round goes (seconds, median of rounds 2+; train: from sampling to the last reply; "
+                  "rest: the round's other parts, e.g. a checkpoint):", ""]
         lines += _table(["", *PHASES, "rest"],
                         [[name, *(f"{r['median_phase_s'][k]:.2f}" for k in PHASES),
-                          f"{r['median_round_s'] - sum(r['median_phase_s'].values()):.2f}"]
+                          f"{r['median_rest_s']:.2f}"]
                          for name, r in o["rows"].items() if r.get("median_phase_s")])
         lines += ["", "Where the fixed cost goes (seconds, outside the rounds):", ""]
         keys = ("superlink_start_s", "submit_to_serverapp_s", "serverapp_to_clients_s", "clients_to_round1_s",
