@@ -55,12 +55,12 @@ LOCAL_PREFIX = "model/"  # local-simgcd: the client's own model in its state
 class GCDNet(nn.Module):
     """Small CNN backbone + SimGCD head, sized for 2 CPU cores.
 
-    Backbone: three conv3×3 blocks (w, 2w, 4w channels; GroupNorm, ReLU, 2×2 max-pool) and global
-    average pooling to a 4w feature. Head (SimGCD's ``DINOHead`` shrunk): a 2-layer projector
-    (4w → 8w → 2w) for the contrastive losses and a cosine classifier (weight-normalised, no bias) on
-    the L2-normalised feature. With w = 32 (``gcd-width``): 143k parameters; 10.4M MACs per 32×32×3
-    image, 7.5M per 28×28×1 image; w = 16: 37k parameters, 2.6M / 1.9M MACs (GroupNorm has no running
-    statistics, so FedAvg averages every entry of the state dict)."""
+    Backbone: three conv3×3 blocks (w, 2w, 4w channels; GroupNorm, ReLU, 2×2 max-pool) and a linear
+    map of the last feature map to a 4w feature. Head (SimGCD's ``DINOHead`` shrunk): a 2-layer
+    projector (4w → 8w → 2w) for the contrastive losses and a cosine classifier (weight-normalised, no
+    bias) on the L2-normalised feature. With w = 32 (``gcd-width``) and 10 outputs: 291k parameters
+    and 7.6M MACs per 28×28×1 image, 407k and 10.6M per 32×32×3; w = 16: 74k / 2.0M and 102k / 2.9M
+    (GroupNorm has no running statistics, so FedAvg averages every entry of the state dict)."""
 
     def __init__(self, in_channels: int, num_outputs: int, width: int = 32, side: int = 32) -> None:
         super().__init__()
