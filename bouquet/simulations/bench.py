@@ -198,6 +198,20 @@ def _max_dw(a: dict, b: dict) -> float:
                for k in a)
 
 
+def summarise(row: dict, plain: dict) -> dict:
+    """One bench row against the bound (``plain``): medians of rounds 2+, ratios, where a round goes
+    (``PHASES``; rest: what the round spent outside them, e.g. Flower's checkpoint), |Δw|."""
+    per_round, total = _later(row["round_s"]), row.get("total_in_sweep_s", row["total_s"])
+    return {"round_s": row["round_s"], "phase_s": row["phase_s"], "median_round_s": per_round,
+            "total_s": row["total_s"], "ratio_per_round": per_round / _later(plain["round_s"]),
+            "ratio_total": row["total_s"] / plain["total_s"],
+            "total_in_sweep_s": total, "ratio_total_in_sweep": total / plain["total_s"],
+            "final_global_test": row["final_global_test"], "max_abs_dw_vs_bound": _max_dw(plain["arrays"], row["arrays"]),
+            "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None, "fixed": row.get("fixed"),
+            "median_phase_s": {k: _later([p.get(k, 0.0) for p in row["phase_s"]]) for k in PHASES},
+            "median_rest_s": _later([r - sum(p.get(k, 0.0) for k in PHASES) for r, p in zip(row["round_s"], row["phase_s"])])}
+
+
 def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
     from bouquet.preflight import usable_cpus  # noqa: PLC0415
     from bouquet.simulations.launch import RayNode  # noqa: PLC0415
@@ -217,18 +231,7 @@ def overhead(args: argparse.Namespace, workers: int, tmp: Path) -> dict:
     if not args.skip_per_node:
         print(f"[bench] flower, {args.clients} SuperNodes (one per client) ...", flush=True)
         rows["flower-per-node"] = flower(base, args.clients, tmp / "per-node")
-    out = {}
-    for name, row in rows.items():
-        out[name] = {"round_s": row["round_s"], "phase_s": row["phase_s"], "median_round_s": _later(row["round_s"]), "total_s": row["total_s"],
-                     "ratio_per_round": _later(row["round_s"]) / _later(plain["round_s"]),
-                     "ratio_total": row["total_s"] / plain["total_s"],
-                     "total_in_sweep_s": row.get("total_in_sweep_s", row["total_s"]),
-                     "ratio_total_in_sweep": row.get("total_in_sweep_s", row["total_s"]) / plain["total_s"],
-                     "final_global_test": row["final_global_test"],
-                     "max_abs_dw_vs_bound": _max_dw(plain["arrays"], row["arrays"]),
-                     "peak_pss_gb": row.get("peak_pss_bytes", 0) / 2**30 or None, "fixed": row.get("fixed"),
-                     "median_phase_s": {k: _later([p.get(k, 0.0) for p in row["phase_s"]]) for k in PHASES},
-                     "median_rest_s": _later([r - sum(p.values()) for r, p in zip(row["round_s"], row["phase_s"])])}
+    out = {name: summarise(row, plain) for name, row in rows.items()}
     out["bound"]["startup_s"] = plain["startup_s"]
     return {"setting": {**base, "clients": args.clients, "workers": workers}, "rows": out}
 
