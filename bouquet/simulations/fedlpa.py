@@ -65,8 +65,8 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
     done = [{**r, **_final(r, out)} for r in completed(results)]
     datasets = [d for d in preset.datasets if any(r["dataset"] == d for r in done)]
     lines = ["## All / Old / New per method and α (final round)", "",
-             "Accuracy %, one Hungarian matching over all classes (SimGCD's `split_cluster_acc_v2`), mean ± std over "
-             "seeds. *Test*: the global test set, scored with the global model (`local-simgcd`: each client's own "
+             "Accuracy %, one Hungarian matching over all classes (SimGCD's `split_cluster_acc_v2`), mean ± std (n − 1) "
+             "over seeds. *Test*: the global test set, scored with the global model (`local-simgcd`: each client's own "
              "model, mean over clients). *Unlabelled*: each client's unlabelled training images (transductive), "
              "micro-averaged over clients. Same backbone, same federated SimCLR warm-up (`gcd-ssl-rounds`) for "
              "every method.", "",

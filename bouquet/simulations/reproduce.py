@@ -622,7 +622,7 @@ def write_csv(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def mean_std(values: list[float], scale: float = 100.0) -> str:
-    """Mean ± std (× scale: 100 for %, then 1 decimal; else 3 significant digits); one value
+    """Mean ± sample std (n − 1; × scale: 100 for %, then 1 decimal; else 3 significant digits); one value
     alone has no spread, so it is shown without "±"."""
     values = [v for v in values if v is not None and v == v]
     if not values:
@@ -665,8 +665,8 @@ def markdown_table(results: list[dict[str, Any]], preset: Preset, prefix: str = 
     return "\n".join(lines)
 
 
-VALUES_NOTE = ("Values: %, mean ± std over the seeds named in each block's title (per method in brackets "
-               "where methods differ); with 1 seed the single run's value, no spread.")
+VALUES_NOTE = ("Values: %, mean ± std (sample standard deviation, n − 1) over the seeds named in each block's "
+               "title (per method in brackets where methods differ); with 1 seed the single run's value, no spread.")
 
 
 def report(results: list[dict[str, Any]], preset: Preset, name: str = "") -> tuple[str, str]:
