@@ -25,15 +25,32 @@ def _model(method: str) -> str:
     return "local_model" if method.startswith("local") else "global_model"
 
 
-def _final(row: dict[str, Any], out: Path) -> dict[str, float]:
-    """The run's last-round server metrics (every key, local_model@… too), else the result row."""
+# rounds averaged in the per-seed comparison: a final round alone moves New accuracy by several points
+# from one round to the next (e.g. SimGCD seed 0, Fashion-MNIST α 0.2: 49.4, 50.0, 48.2, 40.6, 44.1)
+LAST = 5
+
+
+def _server_rounds(row: dict[str, Any], out: Path) -> dict[int, dict[str, float]]:
+    """The run's server metrics by round (every key, local_model@… too); {} without its metrics.csv."""
     from bouquet.simulations.reproduce import read_rows  # noqa: PLC0415
 
     path = out / str(row.get("run", "")) / "metrics.csv"
-    if row.get("run") and path.is_file():
-        server = read_rows(path)[0]
-        return server[max(server)] if server else {}
-    return row
+    return read_rows(path)[0] if row.get("run") and path.is_file() else {}
+
+
+def _final(row: dict[str, Any], out: Path) -> dict[str, float]:
+    """The run's last-round server metrics, else the result row."""
+    if not row.get("run") or not (out / str(row["run"]) / "metrics.csv").is_file():
+        return row
+    server = _server_rounds(row, out)
+    return server[max(server)] if server else {}
+
+
+def _last_mean(row: dict[str, Any], out: Path, key: str, last: int = LAST) -> float | None:
+    """Mean of ``key`` (%) over the run's last ``last`` rounds that have it."""
+    server = _server_rounds(row, out)
+    values = [server[r][key] for r in sorted(server)[-last:] if key in server[r] and server[r][key] == server[r][key]]
+    return 100.0 * statistics.fmean(values) if values else None
 
 
 def _value(row: dict[str, Any], method: str, data: str, part: str) -> float | None:
@@ -57,6 +74,34 @@ def k_estimates(metrics_csv: Path) -> list[tuple[int, int, float, float]]:
             if r["partition_id"] and r["metric"] in (M.ESTIMATED_K, M.TRUE_K):
                 rows[(int(r["round"]), int(r["partition_id"]))][r["metric"]] = float(r["value"])
     return [(rnd, pid, v[M.ESTIMATED_K], v[M.TRUE_K]) for (rnd, pid), v in sorted(rows.items()) if len(v) == 2]
+
+
+def per_seed_deltas(done: list[dict[str, Any]], preset, out: Path, datasets: list[str]) -> list[str]:
+    """FedLPA − FedAvg+SimGCD on New seed by seed (same seed: same split and warm-up), in the final
+    round and averaged over the last ``LAST`` rounds of each run."""
+    lines = ["", f"## FedLPA − FedAvg+SimGCD on New, seed by seed (final round; mean of the last {LAST} rounds)", "",
+             "Points; each seed's FedLPA run against the SimGCD run of the same seed (the same split and the same "
+             "warm-up). A final round alone moves New accuracy by several points from one round to the next.", "",
+             "| setting | FedLPA variant | data | seeds | final round, per seed | mean | last-rounds mean, per seed | mean |",
+             "|---|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        base = {r["seed"]: r for r in done if r["dataset"] == d and r["method"] == "simgcd"}
+        for variant in [m for m in preset.methods if m.startswith("fedlpa")]:
+            mine = {r["seed"]: r for r in done if r["dataset"] == d and r["method"] == variant}
+            seeds = sorted(set(mine) & set(base))
+            for data in ("global_test", M.UNLABELLED):
+                key = gcd_key("global_model", data, "_new")
+                final = [_value(mine[s], variant, data, "_new") for s in seeds]
+                final = [a - b for a, b in zip(final, (_value(base[s], "simgcd", data, "_new") for s in seeds))
+                         if a is not None and b is not None]
+                late = [(_last_mean(mine[s], out, key), _last_mean(base[s], out, key)) for s in seeds]
+                late = [a - b for a, b in late if a is not None and b is not None]
+                if final:
+                    fmt = lambda xs: " / ".join(f"{x:+.1f}" for x in xs)  # noqa: E731
+                    lines.append(f"| {d} | {variant} | {data} | {', '.join(str(s) for s in seeds)} | {fmt(final)} | "
+                                 f"{statistics.fmean(final):+.1f} | {fmt(late) or '–'} | "
+                                 f"{f'{statistics.fmean(late):+.1f}' if late else '–'} |")
+    return lines
 
 
 def report(results: list[dict[str, Any]], preset, out: Path) -> str:
@@ -92,6 +137,7 @@ def report(results: list[dict[str, Any]], preset, out: Path) -> str:
     lines += ["", "## FedLPA − FedAvg+SimGCD on New (mean over seeds)", "",
               "| setting | FedLPA variant | data | Δ New (points) | seeds (FedLPA / SimGCD) |", "|---|---|---|---|---|"]
     lines += [f"| {d} | {v} | {data} | {delta:+.1f} | {a} / {b} |" for d, v, data, delta, a, b in deltas]
+    lines += per_seed_deltas(done, preset, out, datasets)
     lines += ["", "## Estimated vs true number of categories (FedLPA, every discovery round)", "",
               "Per client: InfoMap concepts of at least `fedlpa-min-concept` of its samples vs its classes with at "
               "least that share. Mean over clients and seeds; |error| = mean absolute difference.", "",
