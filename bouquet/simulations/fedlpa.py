@@ -5,6 +5,7 @@ estimated vs true number of categories per client, beside the paper's CIFAR-10 c
 from __future__ import annotations
 
 import csv
+import functools
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -30,25 +31,30 @@ def _model(method: str) -> str:
 LAST = 5
 
 
-def _server_rounds(row: dict[str, Any], out: Path) -> dict[int, dict[str, float]]:
-    """The run's server metrics by round (every key, local_model@… too); {} without its metrics.csv."""
+@functools.lru_cache(maxsize=256)
+def _read_server(path: Path) -> dict[int, dict[str, float]] | None:
+    """A metrics.csv's server rows by round, read once per report; None if the file is missing."""
     from bouquet.simulations.reproduce import read_rows  # noqa: PLC0415
 
-    path = out / str(row.get("run", "")) / "metrics.csv"
-    return read_rows(path)[0] if row.get("run") and path.is_file() else {}
+    return read_rows(path)[0] if path.is_file() else None
+
+
+def _server_rounds(row: dict[str, Any], out: Path) -> dict[int, dict[str, float]] | None:
+    """The run's server metrics by round (every key, local_model@… too); None without its metrics.csv."""
+    return _read_server(out / str(row["run"]) / "metrics.csv") if row.get("run") else None
 
 
 def _final(row: dict[str, Any], out: Path) -> dict[str, float]:
     """The run's last-round server metrics, else the result row."""
-    if not row.get("run") or not (out / str(row["run"]) / "metrics.csv").is_file():
-        return row
     server = _server_rounds(row, out)
+    if server is None:
+        return row
     return server[max(server)] if server else {}
 
 
 def _last_mean(row: dict[str, Any], out: Path, key: str, last: int = LAST) -> float | None:
     """Mean of ``key`` (%) over the run's last ``last`` rounds that have it."""
-    server = _server_rounds(row, out)
+    server = _server_rounds(row, out) or {}
     values = [server[r][key] for r in sorted(server)[-last:] if key in server[r] and server[r][key] == server[r][key]]
     return 100.0 * statistics.fmean(values) if values else None
 
@@ -107,6 +113,7 @@ def per_seed_deltas(done: list[dict[str, Any]], preset, out: Path, datasets: lis
 def report(results: list[dict[str, Any]], preset, out: Path) -> str:
     from bouquet.simulations.reproduce import completed  # noqa: PLC0415
 
+    _read_server.cache_clear()  # a sweep reports after every run: read each run's files afresh
     done = [{**r, **_final(r, out)} for r in completed(results)]
     datasets = [d for d in preset.datasets if any(r["dataset"] == d for r in done)]
     lines = ["## All / Old / New per method and α (final round)", "",
