@@ -137,7 +137,8 @@ def test_a_million_logical_clients_only_the_sampled_ones_are_ever_computed(tmp_p
     for rnd, seconds in summary["round_seconds"].items():  # where each round went: its parts, within it
         parts = summary["phase_seconds"][rnd]
         assert set(parts) == {"train", "aggregate", "evaluate", "server-evaluate", "checkpoint"}
-        assert 0 < sum(parts.values()) <= seconds
+        # summary.json rounds each value to 4 decimals: the parts may exceed the round by that rounding
+        assert 0 < sum(parts.values()) <= seconds + 5e-5 * (len(parts) + 1)
 
 
 def test_a_killed_batched_run_resumes_to_the_same_result_ignoring_state_written_after_its_checkpoint(
