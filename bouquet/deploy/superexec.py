@@ -24,7 +24,10 @@ piled up on the cores round after round.
 
 The SuperNode runs with ``--isolation process`` (Flower's mode for "a separate process runs the
 apps"); this process is started beside it with ``--parent-pid`` set to the SuperNode and exits
-with it.
+with it. The zygote ends when this process does (its task pipe closes), and a child whose zygote is
+gone stops (SIGINT, as Flower's ClientApp on its SuperExec's death; killed ``STOP_GRACE_S`` later if
+it has not): Flower's own watch of the SuperExec's pid does not see a SuperExec that died but was
+not reaped yet, and such a child retried its dead SuperNode for as long as that lasted.
 """
 
 from __future__ import annotations
@@ -54,12 +57,13 @@ PRELOAD = ("numpy", "torch", "torch._dynamo", "torch.optim", "flwr.clientapp", "
 RUN_CLIENTAPP = "flwr.supernode.runtime.run_clientapp:run_clientapp"
 
 _ZYGOTE = r"""
-import atexit, base64, gc, importlib, json, os, signal, sys, threading
+import atexit, base64, gc, importlib, json, os, signal, sys, threading, time
 ack = int(sys.argv[1])  # one line back per task: the child's pid, or 0 if no child was started
 target_module, _, target_name = sys.argv[2].partition(":")
 pull_defaults = json.loads(sys.argv[3])  # waits for a message's objects (bouquet.federation.object_pull_defaults)
+stop_grace = float(sys.argv[4])  # seconds a child has to stop on SIGINT once the zygote is gone
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends on EOF, when its SuperExec closes the pipe
-for name in sys.argv[4:]:
+for name in sys.argv[5:]:
     try:
         __import__(name)
     except Exception as exc:  # an optional library: the child imports it itself if it needs it
@@ -79,6 +83,7 @@ for line in sys.stdin:
     try:
         task = json.loads(line)
         gc.freeze()  # the preloaded heap: no collection in a child walks it (and copies its pages)
+        zygote = os.getpid()
         pid = os.fork()
     except Exception as exc:  # a bad line or no fork: say so; the SuperExec launches this task cold
         print(f"[warm-superexec] no child for a task: {exc!r}", flush=True)
@@ -96,6 +101,18 @@ for line in sys.stdin:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
+
+    def orphaned():
+        # The zygote ends when its SuperExec does (EOF). Flower's own watch (parent_pid: the SuperExec)
+        # misses a SuperExec that died but is not reaped yet (a zombie still "exists"); a new parent
+        # does not. Stop as Flower's watch does (SIGINT: "Task stopped"), then for sure.
+        while os.getppid() == zygote:
+            time.sleep(0.2)
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(stop_grace)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True, name="warm-superexec-orphan-watch").start()
     code = 1
     try:
         if task.pop("quiet"):
@@ -125,6 +142,9 @@ for line in sys.stdin:
 """
 
 ACK_TIMEOUT_S = 120.0  # the first task may wait for the zygote's imports
+# a child whose zygote (so its SuperExec) is gone gets SIGINT, then this long to stop before it is
+# ended (Flower's graceful exit pushes the task's status once, then force-exits after 5 s)
+STOP_GRACE_S = 15.0
 
 
 class WarmExecutor(SubprocessExecutor):
@@ -134,13 +154,14 @@ class WarmExecutor(SubprocessExecutor):
     answer the zygote is killed (so no token can run twice) and the task, and every later one,
     launches cold."""
 
-    def __init__(self, preload: tuple[str, ...] = PRELOAD, target: str = RUN_CLIENTAPP, pull_wait: float = 0.2) -> None:
+    def __init__(self, preload: tuple[str, ...] = PRELOAD, target: str = RUN_CLIENTAPP, pull_wait: float = 0.2,
+                 stop_grace: float = STOP_GRACE_S) -> None:
         read, write = os.pipe()
         try:
             # -P: the current folder never shadows a module; python -c so that bouquet is not imported
             pulls = object_pull_defaults(pull_wait) if pull_wait > 0 else {}
             self.zygote = subprocess.Popen([sys.executable, "-P", "-c", _ZYGOTE, str(write), target, json.dumps(pulls),
-                                            *preload],
+                                            str(stop_grace), *preload],
                                            stdin=subprocess.PIPE, text=True, pass_fds=(write,))
         finally:
             os.close(write)
@@ -185,7 +206,7 @@ class WarmExecutor(SubprocessExecutor):
 
     def close(self) -> None:
         if self.zygote.poll() is None:
-            self.zygote.stdin.close()  # EOF: the zygote's loop ends; running children finish their task
+            self.zygote.stdin.close()  # EOF: the zygote ends, and running children stop (as Flower's do)
             try:
                 self.zygote.wait(timeout=5)
             except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C / stop signal: do not linger

@@ -98,6 +98,9 @@ def test_a_supernode_killed_in_round_2_does_not_stop_the_run(folder, tmp_path):
         time.sleep(0.5)
     else:
         pytest.fail("round 1 never finished")
+    import psutil
+    # its SuperExec's zygote and any ClientApp forked from it (they are not in the SuperNode's group)
+    forked = psutil.Process(dep.pids["supernode-1-superexec"]).children(recursive=True)
     os.killpg(victim, 9)  # the SuperNode and its ClientApp processes, no goodbye
     runner.join(timeout=560)
     res = result["r"]
@@ -108,6 +111,11 @@ def test_a_supernode_killed_in_round_2_does_not_stop_the_run(folder, tmp_path):
     while _alive(dep.pids["supernode-1-superexec"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(dep.pids["supernode-1-superexec"])
+    # nothing it started outlives it, though the SuperExec is a zombie until this test's end
+    deadline = time.monotonic() + 30
+    while any(_alive(p.pid) for p in forked) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert forked and not any(_alive(p.pid) for p in forked)
     [metrics] = out.glob("*/metrics.csv")
     rows = list(csv.DictReader(metrics.open()))
     server_rounds = {r["round"] for r in rows if r["partition_id"] == "" and r["metric"] == "global_model@global_test"}

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult, SubprocessExecutor
 
+from bouquet.deploy.local import _alive
 from bouquet.deploy.superexec import PRELOAD, WarmExecutor
 
 PROBE = '''
@@ -87,12 +91,12 @@ def test_a_child_ends_as_an_interpreter_does_without_tearing_down_the_zygotes_he
     try:
         executor.launch(spec(str(token)))
         report = wait_for(token)
+        deadline = time.monotonic() + 30  # closed after the child's exit (a closed zygote stops its children)
+        while not (tmp_path / "exit.json.atexit").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         executor.close()
     assert report["frozen"] > 1000  # the preloaded objects are frozen: no collection in the child walks them
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "exit.json.atexit").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
     assert (tmp_path / "exit.json.thread").read_text() == "x"  # the non-daemon thread finished first
     assert (tmp_path / "exit.json.atexit").read_text() == "False"  # then the atexit handlers ran
     time.sleep(0.2)
@@ -167,3 +171,59 @@ def test_the_supernode_loop_waits_at_most_the_idle_poll(monkeypatch):
     assert slept == [0.2, 0.2, 0.05] and clock.monotonic is time.monotonic
     with pytest.raises(SystemExit, match="idle-poll"):
         supernode.main(["--idle-poll", "0", "--insecure"])
+
+
+HANG = '''
+import os, signal, time
+def run(**task):
+    if task["token"].endswith("stubborn"):  # a task that does not stop when asked
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    open(task["token"] + ".pid", "w").write(str(os.getpid()))
+    try:
+        while True:  # as a ClientApp retrying its SuperNode, which is gone
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        open(task["token"] + ".stopped", "w").write("SIGINT")
+        raise
+'''
+
+# a SuperExec with one task running, which the test then kills without reaping it
+SUPEREXEC = '''
+import sys, time
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec.executor import ExecutionSpec
+from bouquet.deploy.superexec import WarmExecutor
+executor = WarmExecutor(preload=(), target="hang_target:run", stop_grace=float(sys.argv[2]))
+executor.launch(ExecutionSpec(task_type=TaskType.CLIENT_APP, runtime_api_address="127.0.0.1:1", token=sys.argv[1],
+                              insecure=True, root_certificates_path=None, runtime_dependency_install=False,
+                              parent_pid=None, suppress_output=False, task_id=1))
+time.sleep(600)
+'''
+
+
+@pytest.mark.parametrize("task", ["polite", "stubborn"])
+def test_no_child_outlives_a_killed_superexec_even_one_not_yet_reaped(tmp_path, monkeypatch, task):
+    """A killed SuperExec that its parent has not reaped is a zombie, which Flower's pid watch takes
+    for alive; the child must still stop: on SIGINT, or killed after the grace if it ignores it."""
+    (tmp_path / "hang_target.py").write_text(HANG)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    token = tmp_path / task
+    superexec = subprocess.Popen([sys.executable, "-c", SUPEREXEC, str(token), "1.0"], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file := tmp_path / f"{task}.pid").exists() or not pid_file.read_text():
+            assert superexec.poll() is None and time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        time.sleep(0.5)
+        assert _alive(child)  # the task runs as long as its SuperExec does
+        os.kill(superexec.pid, signal.SIGKILL)  # and it is not reaped: a zombie until the end of this test
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+        os.kill(superexec.pid, 0)  # the SuperExec still "exists" (a zombie): Flower's watch would wait on
+        assert (tmp_path / f"{task}.stopped").exists() == (task == "polite")  # asked first, as Flower asks
+    finally:
+        superexec.kill()
+        superexec.wait()
