@@ -198,9 +198,10 @@ def prior_alignment(mean_prob: torch.Tensor, prior: torch.Tensor, direction: str
 
 
 def teacher_temperature(epoch: int) -> float:
-    """0.07 → 0.04 linearly over SimGCD's first 30 epochs, then 0.04."""
+    """SimGCD's schedule: ``np.linspace(0.07, 0.04, 30)[epoch]`` for its first 30 epochs (0.04 at
+    epoch 29), then 0.04."""
     lo, hi = TEACHER_TEMPS
-    return hi if epoch >= TEACHER_WARMUP_EPOCHS else lo + (hi - lo) * epoch / TEACHER_WARMUP_EPOCHS
+    return hi if epoch >= TEACHER_WARMUP_EPOCHS - 1 else lo + (hi - lo) * epoch / (TEACHER_WARMUP_EPOCHS - 1)
 
 
 def simgcd_loss(logits: list[torch.Tensor], proj: list[torch.Tensor], y: torch.Tensor, labelled: torch.Tensor,
@@ -233,39 +234,47 @@ def gcd_loss(proj: list[torch.Tensor], y: torch.Tensor, labelled: torch.Tensor, 
 # --- clustering: semi-supervised k-means (GCD), kNN graph + confidence rule + InfoMap (FedLPA) ----
 
 def ss_kmeans(feats: torch.Tensor, k: int, labels: torch.Tensor | None = None, labelled: torch.Tensor | None = None,
-              iters: int = 30, seed: int = 0) -> torch.Tensor:
+              iters: int = 30, seed: int = 0, inits: int = 10, return_inertia: bool = False):
     """GCD's semi-supervised k-means on L2-normalised features: labelled samples stay in their class's
     cluster (classes 0..; their means start those centroids), the other centroids start by k-means++
-    over the unlabelled samples. Without labels it is plain k-means(++). Returns a cluster per sample."""
+    over the unlabelled samples. Without labels it is plain k-means(++). As GCD's ``fit_mix``, ``inits``
+    starts (GCD: 10), keeping the assignment of lowest inertia (squared distances to the centroids,
+    labelled samples to their class's) seen in any iteration. Returns a cluster per sample (and that
+    inertia with ``return_inertia``)."""
     x = F.normalize(feats.float(), dim=1).cpu()
     n = len(x)
     gen = torch.Generator().manual_seed(seed)
     lab = torch.zeros(n, dtype=torch.bool) if labelled is None else labelled.cpu().bool()
     ylab = labels.cpu()[lab] if lab.any() else torch.zeros(0, dtype=torch.long)
     known = [c for c in range(k) if bool((ylab == c).any())]  # classes with labelled samples
-    centers = [x[lab][ylab == c].mean(0) for c in known]
     fixed = {c: i for i, c in enumerate(known)}  # class -> its centroid's index
+    fixed_assign = torch.tensor([fixed[int(v)] for v in ylab], dtype=torch.long)
     pool = x[~lab] if (~lab).any() else x
-    while len(centers) < min(k, n):
-        if centers:
-            d = torch.cdist(pool, torch.stack(centers)).min(1).values ** 2
-            probs = d / d.sum() if d.sum() > 0 else torch.full_like(d, 1.0 / len(d))
-        else:
-            probs = torch.full((len(pool),), 1.0 / len(pool))
-        centers.append(pool[torch.multinomial(probs, 1, generator=gen)[0]])
-    c = torch.stack(centers)
     # a known class's centroid answers with the class index; the others take the remaining ids in order
-    ids = torch.tensor(known + [i for i in range(k) if i not in fixed])[: len(c)]
-    assign = torch.zeros(n, dtype=torch.long)
-    for _ in range(iters):
-        assign = torch.cdist(x, c).argmin(1)
-        if lab.any():
-            assign[lab] = torch.tensor([fixed[int(v)] for v in ylab])
-        new = torch.stack([x[assign == i].mean(0) if bool((assign == i).any()) else c[i] for i in range(len(c))])
-        if torch.allclose(new, c):
-            break
-        c = new
-    return ids[assign]
+    ids = torch.tensor(known + [i for i in range(k) if i not in fixed])[: min(k, n)]
+    best, best_inertia = torch.zeros(n, dtype=torch.long), float("inf")
+    for _ in range(max(1, inits)):
+        centers = [x[lab][ylab == c].mean(0) for c in known]
+        while len(centers) < min(k, n):
+            if centers:
+                d = torch.cdist(pool, torch.stack(centers)).min(1).values ** 2
+                probs = d / d.sum() if d.sum() > 0 else torch.full_like(d, 1.0 / len(d))
+            else:
+                probs = torch.full((len(pool),), 1.0 / len(pool))
+            centers.append(pool[torch.multinomial(probs, 1, generator=gen)[0]])
+        c = torch.stack(centers)
+        for _ in range(iters):
+            assign = torch.cdist(x, c).argmin(1)
+            if lab.any():
+                assign[lab] = fixed_assign
+            inertia = float(((x - c[assign]) ** 2).sum())
+            if inertia < best_inertia:
+                best, best_inertia = assign, inertia
+            new = torch.stack([x[assign == i].mean(0) if bool((assign == i).any()) else c[i] for i in range(len(c))])
+            if torch.allclose(new, c):
+                break
+            c = new
+    return (ids[best], best_inertia) if return_inertia else ids[best]
 
 
 def knn_graph(feats: torch.Tensor, k: int, threshold: float, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

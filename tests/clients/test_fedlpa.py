@@ -166,6 +166,29 @@ def test_semi_supervised_kmeans_keeps_labelled_classes_and_finds_the_rest():
     assert M.cluster_accuracy(y.numpy(), pred.numpy(), 2)[0] >= 0.95
 
 
+def test_semi_supervised_kmeans_keeps_the_lowest_inertia_of_its_starts():
+    """GCD's fit_mix: 10 starts; the first start is the single-start run of the same seed, so more
+    starts can only lower the inertia, and on overlapping clusters they do."""
+    x, y = _blobs(k=6, per=30, seed=1)
+    x = x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    labelled = (y < 2) & (torch.arange(len(y)) % 2 == 0)
+    lower = 0
+    for seed in range(5):
+        one, inertia_one = L.ss_kmeans(x, 6, y, labelled, seed=seed, inits=1, return_inertia=True)
+        ten, inertia_ten = L.ss_kmeans(x, 6, y, labelled, seed=seed, inits=10, return_inertia=True)
+        assert inertia_ten <= inertia_one
+        lower += inertia_ten < inertia_one - 1e-6
+        assert torch.equal(ten[labelled], y[labelled])
+        c = torch.stack([F.normalize(x, dim=1)[ten == i].mean(0) for i in range(6)])  # the returned inertia is
+        assert inertia_ten >= float(((F.normalize(x, dim=1) - c[ten]) ** 2).sum()) - 1e-4  # its centroids' or more
+    assert lower >= 3
+
+
+def test_teacher_temperature_is_simgcds_linspace_schedule():
+    schedule = np.concatenate([np.linspace(0.07, 0.04, 30), np.full(170, 0.04)])  # SimGCD model.py, 200 epochs
+    assert [L.teacher_temperature(e) for e in range(200)] == pytest.approx(schedule, abs=1e-12)
+
+
 def test_labelled_mask_labels_a_share_of_known_classes_only():
     y = np.repeat(np.arange(10), 20)
     mask = L.labelled_mask(y, known=5, fraction=0.5, seed=0)
