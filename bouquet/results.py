@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bouquet import metrics as M
+from bouquet import provenance
 from bouquet.datasets.loaders import GRAPH_DATASETS
 from bouquet.metrics import PARTITION_ID, is_accuracy
 from bouquet.registry import HETERO_METHODS
@@ -181,6 +182,7 @@ class RunRecorder:
             "phase_seconds": {str(k): {n: round(v, 4) for n, v in parts.items()}
                               for k, parts in sorted(self.phase_seconds.items())},
             "wall_seconds": round(time.monotonic() - self._t0, 3),
+            "code": provenance.current(),  # which commit computed these numbers
         }
         headline = [key for _, key in headline_metrics(str(self.meta.get("method")), str(self.meta.get("dataset")))]
         try:  # figures are a view of metrics.csv: one that cannot be drawn costs the figure, not the run

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bouquet import provenance
+
 REPO = Path(__file__).resolve().parents[2]
 CONNECTION = "bouquet"  # the connection name in the private Flower home's config.toml
 START_TIMEOUT_S = 30.0
@@ -354,6 +356,7 @@ def stage_app(app_dir: Path, dest: Path) -> Path:
             shutil.copy2(app_dir / name, dest / name)
     for package in packages:
         shutil.copytree(app_dir / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        provenance.stamp(dest / package, app_dir)  # the copy is no checkout: it says which commit it is
     return dest
 
 

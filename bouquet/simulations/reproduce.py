@@ -13,6 +13,7 @@ config as a TOML file for ``flwr run <app> --run-config <file>``.
 
 from __future__ import annotations
 
+import collections
 import csv
 import functools
 import importlib
@@ -356,6 +357,16 @@ def summarize_run(run_dir: Path, preset: Preset) -> dict[str, Any]:
     return row
 
 
+def commit_of(summary: Path) -> dict[str, str]:
+    """{"commit": the short commit that computed the run, "+dirty" if its app files differed from it;
+    "unrecorded" for a run made before summary.json said (``bouquet.provenance``)}."""
+    code = json.loads(Path(summary).read_text()).get("code") or {}
+    commit = str(code.get("commit", "unrecorded"))
+    if commit in ("unrecorded", "unknown"):
+        return {"commit": commit}
+    return {"commit": commit[:7] + ("+dirty" if code.get("dirty") else "")}
+
+
 def summarize_final(server: dict[int, dict[str, float]], preset: Preset) -> dict[str, Any]:
     """No selection: each setting's mean over the last ``final_window`` rounds (``round_mean``
     metrics: over all rounds), skipping rounds where it is undefined."""
@@ -476,7 +487,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
                 results.append({"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                 "status": "finished:completed", "seconds": meta.get("wall_seconds"),
                                 "run": str(kept.parent.relative_to(out))}
-                               | summarize_run(kept.parent, preset))
+                               | summarize_run(kept.parent, preset) | commit_of(kept))
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {kept.parent}")
                 write_csv(results + others, results_csv)
                 continue
@@ -489,6 +500,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
             summaries = [p for p in completed_runs(run_out) if p not in before]  # this run's, not an older one
             if res.ok and summaries:
                 row |= {"run": str(summaries[-1].parent.relative_to(out))} | summarize_run(summaries[-1].parent, preset)
+                row |= commit_of(summaries[-1])
             else:
                 if res.ok:  # Flower says completed, yet no completed summary.json: not a result
                     row["status"] = "no completed summary.json"
@@ -603,7 +615,7 @@ def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset(
         if kept is not None:
             meta = json.loads(kept.read_text())
             results.append(row | {"status": "finished:completed", "seconds": meta.get("wall_seconds"),
-                                  "run": str(kept.parent.relative_to(out))} | summarize_run(kept.parent, preset))
+                                  "run": str(kept.parent.relative_to(out))} | summarize_run(kept.parent, preset) | commit_of(kept))
         elif reason:
             print(f"[reproduce] {cell.name}: {LEFT_OUT}: {reason}", flush=True)
             results.append(row | {"status": LEFT_OUT, "reason": reason})
@@ -694,6 +706,12 @@ def report(results: list[dict[str, Any]], preset: Preset, name: str = "") -> tup
     for i, (label, sentence, prefix) in enumerate(others, start=2):
         parts += [f"## Table {i} of {len(others) + 1}: {label}", "", sentence, "",
                   markdown_table(results, preset, prefix=prefix)]
+    commits = collections.Counter(str(r["commit"]) for r in completed(results) if "commit" in r)
+    if len(commits) > 1 or any(c in ("unrecorded", "unknown") or c.endswith("+dirty") for c in commits):
+        parts += ["## Which code computed these runs", "",
+                  "A kept run is not rerun when the code changes, only when its config does: these tables hold "
+                  "runs of " + ", ".join(f"`{c}` ({n})" for c, n in sorted(commits.items())) + " (`results.csv`, "
+                  "column `commit`, says which run is which; `unrecorded`: made before runs recorded it).", ""]
     if missing := [r for r in results if r not in completed(results)]:
         parts += ["## Runs not in these tables", "", "| method | dataset | clients | seed | why |", "|---|---|---|---|---|"]
         parts += [f"| {r['method']} | {r['dataset']} | {r['clients']} | {r['seed']} | {r['status']}"

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 
-from bouquet.simulations.launch import SuperLink, federation_config, launch
+from bouquet import provenance
+from bouquet.simulations.launch import REPO, SuperLink, federation_config, launch
 
 DIGITS = {"dataset": "digits", "partitioner": "iid", "method": "fedavg", "num-server-rounds": 2}
 
@@ -51,6 +53,8 @@ def test_concurrent_runs_complete_and_a_bad_one_fails_naming_the_key(tmp_path):
             assert res.ok, res.output[-3000:]
             [summary] = [json.loads(p.read_text()) for p in (tmp_path / f"out{cfg['seed']}").glob("*/summary.json")]
             assert summary["rounds_completed"] == 2 and summary["seed"] == cfg["seed"]
+            # the FAB's staged copy is no checkout: it carried which commit it is
+            assert summary["code"] == provenance.of_checkout(REPO)
         bad = results[2]
         assert bad.status == "finished:failed"
         assert bad.reason.startswith("dirichlet-alpha=-1.0 is out of range")  # the line `bouquet run` prints last
@@ -65,12 +69,13 @@ def test_concurrent_runs_complete_and_a_bad_one_fails_naming_the_key(tmp_path):
 def test_staged_app_holds_the_package_and_nothing_else(tmp_path):
     """The FAB is built from a copy of pyproject.toml, README.md and the package the components
     name: never the venv or results beside them, never caches."""
-    from bouquet.simulations.launch import REPO, stage_app
+    from bouquet.simulations.launch import stage_app
 
     app = stage_app(REPO, tmp_path / "app")
     top = sorted(p.name for p in app.iterdir())
     assert top == ["README.md", "bouquet", "pyproject.toml"], top
     assert (app / "bouquet" / "client_app.py").read_bytes() == (REPO / "bouquet" / "client_app.py").read_bytes()
     assert not list(app.rglob("__pycache__")) and not list(app.rglob("*.pyc"))
-    expected = {p.relative_to(REPO) for p in (REPO / "bouquet").rglob("*.py")}
+    expected = {p.relative_to(REPO) for p in (REPO / "bouquet").rglob("*.py")} | {Path("bouquet", provenance.FILE)}
     assert {p.relative_to(app) for p in (app / "bouquet").rglob("*.py")} == expected
+    assert provenance.read_stamp(app / "bouquet" / provenance.FILE) == provenance.of_checkout(REPO)

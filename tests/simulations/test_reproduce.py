@@ -684,3 +684,40 @@ def test_only_keys_a_method_reads_and_how_the_run_was_executed_are_compared():
     # how a run was executed
     assert R.config_mismatch({"method": "fedavg", "round-timeout": 7200, "federation-size": 3},
                              {"method": "fedavg", "round-timeout": 3600.0, "federation-size": 2}) == {}
+
+
+def test_each_row_says_which_commit_computed_it_and_a_mixed_table_says_so(tmp_path, monkeypatch):
+    """A kept run is not rerun when only the code changed: results.csv names each run's commit, and
+    table.md says when its runs came from more than one (or an unknown, or a modified) checkout."""
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    from bouquet.simulations import reproduce as R
+
+    codes = iter([{"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}, None])
+
+    def fake_launch(config, **_):
+        run = Path(config["output-dir"]) / f"fedavg_heart-disease_natural_k4_s{config['seed']}_20260101-000000_1"
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("round,partition_id,metric,value\n1,,global_model@global_test,0.5\n")
+        summary = {"wall_seconds": 1.0, "run_config": _recorded(config)}
+        if (code := next(codes)) is not None:
+            summary["code"] = code
+        (run / "summary.json").write_text(json.dumps(summary))
+        return SimpleNamespace(ok=True, status="finished:completed", output="")
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    common = {"datasets": ("heart-disease",), "methods": ("fedavg",), "out": tmp_path}
+    R.reproduce("fedkper", seeds=(0,), **common)
+    table = (tmp_path / "table.md").read_text()
+    assert "## Which code computed these runs" not in table  # one clean commit: nothing to say
+    R.reproduce("fedkper", seeds=(0, 1, 2), **common)  # seed 0 kept; 1 and 2 made by other code
+    rows = {r["seed"]: r["commit"] for r in csv.DictReader((tmp_path / "results.csv").open())}
+    assert rows == {"0": "aaaaaaa", "1": "bbbbbbb+dirty", "2": "unrecorded"}
+    table = (tmp_path / "table.md").read_text()
+    assert "## Which code computed these runs" in table
+    assert "`aaaaaaa` (1), `bbbbbbb+dirty` (1), `unrecorded` (1)" in table
