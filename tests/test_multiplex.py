@@ -138,7 +138,7 @@ def test_a_million_logical_clients_only_the_sampled_ones_are_ever_computed(tmp_p
         parts = summary["phase_seconds"][rnd]
         assert set(parts) == {"train", "aggregate", "evaluate", "server-evaluate", "checkpoint"}
         # summary.json rounds each value to 4 decimals: the parts may exceed the round by that rounding
-        assert 0 < sum(parts.values()) <= seconds + 5e-5 * (len(parts) + 1)
+        assert 0 < sum(parts.values()) <= seconds + 5e-5 * (len(parts) + 1) + 1e-9
 
 
 def test_a_killed_batched_run_resumes_to_the_same_result_ignoring_state_written_after_its_checkpoint(

@@ -176,4 +176,3 @@ def test_phase_seconds_add_up_per_round_and_survive_an_exception(tmp_path, monke
     assert summary["phase_seconds"] == {"1": {"train": 2.25, "aggregate": 1.0}}
     from bouquet import provenance  # an in-process run: the package's own checkout says which code ran
     assert summary["code"] == provenance.of_checkout(provenance.Path(provenance.__file__).parents[1])
-    assert len(summary["code"]["commit"]) == 40

@@ -24,10 +24,12 @@ piled up on the cores round after round.
 
 The SuperNode runs with ``--isolation process`` (Flower's mode for "a separate process runs the
 apps"); this process is started beside it with ``--parent-pid`` set to the SuperNode and exits
-with it. The zygote ends when this process does (its task pipe closes), and a child whose zygote is
-gone stops (SIGINT, as Flower's ClientApp on its SuperExec's death; killed ``STOP_GRACE_S`` later if
-it has not): Flower's own watch of the SuperExec's pid does not see a SuperExec that died but was
-not reaped yet, and such a child retried its dead SuperNode for as long as that lasted.
+with it. The zygote ends when this process does (its task pipe closes). A child stops when this
+process ends or closes its executor, whatever became of the zygote: it holds the read end of a
+pipe whose write end only this process has, and at its EOF it gets SIGINT (as Flower's ClientApp
+on its SuperExec's death), and is ended ``STOP_GRACE_S`` later if it has not stopped. Flower's own
+watch of the SuperExec's pid takes a SuperExec that died but was not reaped yet for alive, and such
+a child retried its dead SuperNode for as long as that lasted.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ import atexit, base64, gc, importlib, json, os, signal, sys, threading, time
 ack = int(sys.argv[1])  # one line back per task: the child's pid, or 0 if no child was started
 target_module, _, target_name = sys.argv[2].partition(":")
 pull_defaults = json.loads(sys.argv[3])  # waits for a message's objects (bouquet.federation.object_pull_defaults)
-stop_grace = float(sys.argv[4])  # seconds a child has to stop on SIGINT once the zygote is gone
+stop_grace = float(sys.argv[4])  # seconds a child has to stop on SIGINT once its SuperExec is gone
+lifeline = int(sys.argv[5])  # read end of a pipe whose write end only the SuperExec holds: EOF = it is gone
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends on EOF, when its SuperExec closes the pipe
-for name in sys.argv[5:]:
+for name in sys.argv[6:]:
     try:
         __import__(name)
     except Exception as exc:  # an optional library: the child imports it itself if it needs it
@@ -83,7 +86,6 @@ for line in sys.stdin:
     try:
         task = json.loads(line)
         gc.freeze()  # the preloaded heap: no collection in a child walks it (and copies its pages)
-        zygote = os.getpid()
         pid = os.fork()
     except Exception as exc:  # a bad line or no fork: say so; the SuperExec launches this task cold
         print(f"[warm-superexec] no child for a task: {exc!r}", flush=True)
@@ -103,16 +105,17 @@ for line in sys.stdin:
         sys.modules["numpy"].random.seed()
 
     def orphaned():
-        # The zygote ends when its SuperExec does (EOF). Flower's own watch (parent_pid: the SuperExec)
-        # misses a SuperExec that died but is not reaped yet (a zombie still "exists"); a new parent
-        # does not. Stop as Flower's watch does (SIGINT: "Task stopped"), then for sure.
-        while os.getppid() == zygote:
-            time.sleep(0.2)
-        signal.raise_signal(signal.SIGINT)
+        # Flower's own watch (parent_pid: the SuperExec's pid) takes a SuperExec that died but is not
+        # reaped yet (a zombie) for alive; the lifeline's EOF comes as the SuperExec's process ends
+        # (or closes it), whatever becomes of the zygote. Stop as Flower's watch does (SIGINT to the
+        # main thread: "Task stopped"), then for sure.
+        while os.read(lifeline, 1):
+            pass
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         time.sleep(stop_grace)
         os._exit(1)
 
-    threading.Thread(target=orphaned, daemon=True, name="warm-superexec-orphan-watch").start()
+    threading.Thread(target=orphaned, daemon=True, name="warm-superexec-lifeline").start()
     code = 1
     try:
         if task.pop("quiet"):
@@ -142,8 +145,8 @@ for line in sys.stdin:
 """
 
 ACK_TIMEOUT_S = 120.0  # the first task may wait for the zygote's imports
-# a child whose zygote (so its SuperExec) is gone gets SIGINT, then this long to stop before it is
-# ended (Flower's graceful exit pushes the task's status once, then force-exits after 5 s)
+# a child whose SuperExec is gone gets SIGINT, then this long to stop before it is ended (Flower's
+# graceful exit pushes the task's status once, then force-exits after 5 s)
 STOP_GRACE_S = 15.0
 
 
@@ -157,14 +160,16 @@ class WarmExecutor(SubprocessExecutor):
     def __init__(self, preload: tuple[str, ...] = PRELOAD, target: str = RUN_CLIENTAPP, pull_wait: float = 0.2,
                  stop_grace: float = STOP_GRACE_S) -> None:
         read, write = os.pipe()
+        life_read, self._lifeline = os.pipe()  # the write end stays here (never written): see _ZYGOTE
         try:
             # -P: the current folder never shadows a module; python -c so that bouquet is not imported
             pulls = object_pull_defaults(pull_wait) if pull_wait > 0 else {}
             self.zygote = subprocess.Popen([sys.executable, "-P", "-c", _ZYGOTE, str(write), target, json.dumps(pulls),
-                                            str(stop_grace), *preload],
-                                           stdin=subprocess.PIPE, text=True, pass_fds=(write,))
+                                            str(stop_grace), str(life_read), *preload],
+                                           stdin=subprocess.PIPE, text=True, pass_fds=(write, life_read))
         finally:
             os.close(write)
+            os.close(life_read)
         self._acks = os.fdopen(read, "r")
 
     def _fork(self, task: dict[str, object]) -> int:
@@ -206,12 +211,15 @@ class WarmExecutor(SubprocessExecutor):
 
     def close(self) -> None:
         if self.zygote.poll() is None:
-            self.zygote.stdin.close()  # EOF: the zygote ends, and running children stop (as Flower's do)
+            self.zygote.stdin.close()  # EOF: the zygote's loop ends
             try:
                 self.zygote.wait(timeout=5)
             except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C / stop signal: do not linger
                 self.zygote.kill()
         self._acks.close()
+        if self._lifeline is not None:  # running children stop, as Flower's do when their SuperExec ends
+            os.close(self._lifeline)
+            self._lifeline = None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -174,14 +174,14 @@ def test_the_supernode_loop_waits_at_most_the_idle_poll(monkeypatch):
 
 
 HANG = '''
-import os, signal, time
+import os, signal, threading
 def run(**task):
     if task["token"].endswith("stubborn"):  # a task that does not stop when asked
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     open(task["token"] + ".pid", "w").write(str(os.getpid()))
     try:
-        while True:  # as a ClientApp retrying its SuperNode, which is gone
-            time.sleep(0.05)
+        while True:  # as a ClientApp waiting to retry its SuperNode, which is gone (Flower: up to 20 s)
+            threading.Event().wait(30)
     except KeyboardInterrupt:
         open(task["token"] + ".stopped", "w").write("SIGINT")
         raise
@@ -227,3 +227,29 @@ def test_no_child_outlives_a_killed_superexec_even_one_not_yet_reaped(tmp_path, 
     finally:
         superexec.kill()
         superexec.wait()
+
+
+def test_a_dead_zygote_leaves_running_tasks_alone_and_a_closed_executor_stops_them(tmp_path, monkeypatch):
+    """The zygote may die (OOM, or killed for not answering) while its SuperExec lives on: its tasks
+    run to their end. Closing the executor (the SuperExec stopping) stops them, on SIGINT."""
+    (tmp_path / "hang_target.py").write_text(HANG)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    executor = WarmExecutor(preload=(), target="hang_target:run", stop_grace=5.0)
+    token = tmp_path / "polite"
+    try:
+        assert executor.launch(spec(str(token))) == LaunchResult.accepted()
+        deadline = time.monotonic() + 60
+        while not (pid_file := tmp_path / "polite.pid").exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        executor.zygote.kill()
+        executor.zygote.wait()
+        time.sleep(1.0)
+        assert _alive(child)
+    finally:
+        executor.close()
+    deadline = time.monotonic() + 4  # before the grace: it stopped when asked
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child) and (tmp_path / "polite.stopped").exists()
