@@ -598,6 +598,17 @@ def test_a_warm_ray_sweep_gives_the_metrics_of_a_ray_per_run_and_leaves_no_ray_b
     assert not left and not heads[0].temp_dir.exists()
 
 
+def _heart_sweep(monkeypatch, fake_launch, out):
+    """reproduce() with ``fake_launch`` and no SuperLink, Ray or plots; the fedavg heart-disease cell into ``out``."""
+    from bouquet.simulations import reproduce as R
+
+    monkeypatch.setattr(R, "launch", fake_launch)
+    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
+    monkeypatch.setattr(R, "RayNode", _NoRayNode)
+    monkeypatch.setattr(R, "plot", lambda *a: None)
+    return {"datasets": ("heart-disease",), "methods": ("fedavg",), "out": out}
+
+
 def test_a_table_never_averages_runs_made_with_another_config_nor_counts_a_failed_run_as_a_seed(tmp_path, monkeypatch):
     """Seeds 1 and 2 run again with another learning rate into the folder: a rebuild with the
     preset's config tabulates each cell's newest run made with it (seeds 0 and 1) and names seed 2
@@ -618,11 +629,7 @@ def test_a_table_never_averages_runs_made_with_another_config_nor_counts_a_faile
         (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "run_config": _recorded(config)}))
         return SimpleNamespace(ok=True, status="finished:completed", output="")
 
-    monkeypatch.setattr(R, "launch", fake_launch)
-    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
-    monkeypatch.setattr(R, "RayNode", _NoRayNode)
-    monkeypatch.setattr(R, "plot", lambda *a: None)
-    common = {"datasets": ("heart-disease",), "methods": ("fedavg",), "out": tmp_path}
+    common = _heart_sweep(monkeypatch, fake_launch, tmp_path)
     R.reproduce("fedkper", seeds=(0, 1), **common)
     R.reproduce("fedkper", seeds=(1, 2), overrides={"learning-rate": 0.02}, **common)
 
@@ -707,11 +714,7 @@ def test_each_row_says_which_commit_computed_it_and_a_mixed_table_says_so(tmp_pa
         (run / "summary.json").write_text(json.dumps(summary))
         return SimpleNamespace(ok=True, status="finished:completed", output="")
 
-    monkeypatch.setattr(R, "launch", fake_launch)
-    monkeypatch.setattr(R, "SuperLink", _NoSuperLink)
-    monkeypatch.setattr(R, "RayNode", _NoRayNode)
-    monkeypatch.setattr(R, "plot", lambda *a: None)
-    common = {"datasets": ("heart-disease",), "methods": ("fedavg",), "out": tmp_path}
+    common = _heart_sweep(monkeypatch, fake_launch, tmp_path)
     R.reproduce("fedkper", seeds=(0,), **common)
     table = (tmp_path / "table.md").read_text()
     assert "## Which code computed these runs" not in table  # one clean commit: nothing to say
