@@ -357,10 +357,10 @@ def summarize_run(run_dir: Path, preset: Preset) -> dict[str, Any]:
     return row
 
 
-def commit_of(summary: Path) -> dict[str, str]:
-    """{"commit": the short commit that computed the run, "+dirty" if its app files differed from it;
-    "unrecorded" for a run made before summary.json said (``bouquet.provenance``)}."""
-    code = json.loads(Path(summary).read_text()).get("code") or {}
+def commit_of(summary: dict[str, Any]) -> dict[str, str]:
+    """{"commit": the short commit that computed the run (its parsed summary.json), "+dirty" if its app
+    files differed from it; "unrecorded" for a run made before summary.json said (``bouquet.provenance``)}."""
+    code = summary.get("code") or {}
     commit = str(code.get("commit", "unrecorded"))
     if commit in ("unrecorded", "unknown"):
         return {"commit": commit}
@@ -487,7 +487,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
                 results.append({"method": method, "dataset": dataset, "clients": k, "seed": seed,
                                 "status": "finished:completed", "seconds": meta.get("wall_seconds"),
                                 "run": str(kept.parent.relative_to(out))}
-                               | summarize_run(kept.parent, preset) | commit_of(kept))
+                               | summarize_run(kept.parent, preset) | commit_of(meta))
                 tqdm.write(f"[reproduce] {method} {dataset} K={k} seed={seed}: kept from {kept.parent}")
                 write_csv(results + others, results_csv)
                 continue
@@ -500,7 +500,7 @@ def run_sweep(preset: Preset, out: Path, ray_address: str | None = None,
             summaries = [p for p in completed_runs(run_out) if p not in before]  # this run's, not an older one
             if res.ok and summaries:
                 row |= {"run": str(summaries[-1].parent.relative_to(out))} | summarize_run(summaries[-1].parent, preset)
-                row |= commit_of(summaries[-1])
+                row |= commit_of(json.loads(summaries[-1].read_text()))
             else:
                 if res.ok:  # Flower says completed, yet no completed summary.json: not a result
                     row["status"] = "no completed summary.json"
@@ -615,7 +615,7 @@ def scan(preset: Preset, out: Path, skip: set[str] | frozenset[str] = frozenset(
         if kept is not None:
             meta = json.loads(kept.read_text())
             results.append(row | {"status": "finished:completed", "seconds": meta.get("wall_seconds"),
-                                  "run": str(kept.parent.relative_to(out))} | summarize_run(kept.parent, preset) | commit_of(kept))
+                                  "run": str(kept.parent.relative_to(out))} | summarize_run(kept.parent, preset) | commit_of(meta))
         elif reason:
             print(f"[reproduce] {cell.name}: {LEFT_OUT}: {reason}", flush=True)
             results.append(row | {"status": LEFT_OUT, "reason": reason})
